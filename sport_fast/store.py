@@ -1,0 +1,169 @@
+"""StepStore: an append-only, crash-safe JSON-lines store of StepGroups, with images stored once.
+
+Layout of a store directory::
+
+    groups.jsonl       one record per line: {"kind": "group", "hash": ..., "group": {...}}
+                       or {"kind": "ref_logps", "hash": ..., "values": [...]}  (added later, never rewritten)
+    images/<sha256><ext>
+
+Every append is one ``write`` of a whole line followed by ``fsync``, so a crash can only leave a torn
+*last* line. Opening the store repairs it: a last line that parses is completed with its newline, one that
+does not is cut off (and reported). Any other unreadable line is an error naming file and line: nothing is
+silently dropped. Groups are deduplicated by ``StepGroup.content_hash``.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+from sport_fast.step_group import StepGroup
+
+_GROUPS = "groups.jsonl"
+
+
+class StepStore:
+    """Open (creating if needed) the store in ``directory``; see the module docstring."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.root = Path(directory)
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+        self.path = self.root / _GROUPS
+        self.path.touch(exist_ok=True)
+        self._groups: dict[str, StepGroup] = {}
+        self.duplicates_skipped = 0
+        self.repaired_bytes = _repair_torn_tail(self.path)
+        for lineno, record in _read_records(self.path):
+            self._apply(record, lineno)
+
+    # -- reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __iter__(self):
+        return iter(self._groups.values())
+
+    def __contains__(self, group_hash: str) -> bool:
+        return group_hash in self._groups
+
+    def get(self, group_hash: str) -> StepGroup:
+        return self._groups[group_hash]
+
+    def image_path(self, image_hash: str) -> Path:
+        matches = list((self.root / "images").glob(f"{image_hash}.*"))
+        if not matches:
+            raise FileNotFoundError(f"StepStore: no image with hash {image_hash} in {self.root / 'images'}")
+        return matches[0]
+
+    # -- writing -------------------------------------------------------------------------------
+    def append(self, group: StepGroup) -> bool:
+        """Append ``group``; False (and counted) when an identical group is already stored."""
+        group.validate()
+        missing = [h for h in group.images if not list((self.root / "images").glob(f"{h}.*"))]
+        if missing:
+            raise ValueError(f"StepStore: group refers to image {missing[0]} that is not in the store")
+        h = group.content_hash()
+        if h in self._groups:
+            self.duplicates_skipped += 1
+            return False
+        self._write({"kind": "group", "hash": h, "group": group.to_json()})
+        self._groups[h] = group
+        return True
+
+    def set_ref_logps(self, group_hash: str, values: list[float]) -> None:
+        """Record reference log-prob sums for a stored group (appended, never rewritten)."""
+        group = self._groups[group_hash]
+        record = {"kind": "ref_logps", "hash": group_hash, "values": [float(v) for v in values]}
+        self._check_ref(record, group, "set_ref_logps")
+        self._write(record)
+        group.ref_logps = record["values"]
+
+    def put_image(self, data: bytes, suffix: str = ".png") -> str:
+        """Store image bytes once, by content hash; returns the hash."""
+        h = hashlib.sha256(data).hexdigest()
+        target = self.root / "images" / f"{h}{suffix}"
+        if not list((self.root / "images").glob(f"{h}.*")):
+            _atomic_write(target, data)
+        return h
+
+    # -- internals -----------------------------------------------------------------------------
+    def _write(self, record: dict) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _apply(self, record: dict, lineno: int) -> None:
+        where = f"{self.path}:{lineno}"
+        kind, h = record.get("kind"), record.get("hash")
+        if kind == "group":
+            group = StepGroup.from_json(record["group"])
+            if group.content_hash() != h:
+                raise ValueError(f"{where}: stored hash does not match the group's content")
+            if h in self._groups:
+                self.duplicates_skipped += 1
+            else:
+                self._groups[h] = group
+        elif kind == "ref_logps":
+            if h not in self._groups:
+                raise ValueError(f"{where}: ref_logps for unknown group {h}")
+            self._check_ref(record, self._groups[h], where)
+            self._groups[h].ref_logps = [float(v) for v in record["values"]]
+        else:
+            raise ValueError(f"{where}: unknown record kind {kind!r}")
+
+    @staticmethod
+    def _check_ref(record: dict, group: StepGroup, where: str) -> None:
+        if len(record["values"]) != group.num_candidates:
+            raise ValueError(f"{where}: {len(record['values'])} ref_logps for {group.num_candidates} candidates")
+
+
+def _read_records(path: Path):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path}:{lineno}: unreadable record ({err})") from err
+
+
+def _repair_torn_tail(path: Path) -> int:
+    """Fix a last line left without its newline by a crash; returns how many bytes were cut."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        with open(path, "r+b") as f:
+            f.truncate(start)
+            os.fsync(f.fileno())
+        warnings.warn(f"{path}: cut a torn last record of {len(data) - start} bytes (a crash mid-write)")
+        return len(data) - start
+    with open(path, "ab") as f:  # complete record, only its newline was lost
+        f.write(b"\n")
+        os.fsync(f.fileno())
+    return 0
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
