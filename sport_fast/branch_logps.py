@@ -29,13 +29,13 @@ def branch_logps(model, groups: Sequence[StepGroup], *, images: ImageInputs | No
 
 
 def packed_branch_logps(model, batch: TreeBatch, *, attn: str = "auto") -> torch.Tensor:
-    """(S,) float32 log-prob sums of the batch's segments, in ``batch.tree.segments`` order."""
+    """(S,) log-prob sums (float32; float64 for a float64 model) of the batch's segments, in ``batch.tree.segments`` order."""
     tree = batch.tree
     hidden = tree_hidden_states(model, batch, attn=attn)          # (T, H)
     positions, inverse = torch.unique(tree.score_positions.to(hidden.device), return_inverse=True)
     head = _lm_head_weight(model)
     token_logps = _scored_logprobs(hidden[positions], head, inverse, tree.score_targets.to(hidden.device))
-    sums = torch.zeros(tree.num_segments, dtype=torch.float32, device=hidden.device)
+    sums = torch.zeros(tree.num_segments, dtype=token_logps.dtype, device=hidden.device)
     return sums.index_add(0, tree.score_segments.to(hidden.device), token_logps)
 
 

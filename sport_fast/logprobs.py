@@ -13,7 +13,10 @@ from torch.utils.checkpoint import checkpoint
 
 def linear_logprobs_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                           chunk_rows: int = 2048) -> torch.Tensor:
-    """hidden (N, H), weight (V, H), targets (N,) int64 -> (N,) float32 log-probs, differentiable."""
+    """hidden (N, H), weight (V, H), targets (N,) int64 -> (N,) log-probs, differentiable.
+
+    Float32 for bf16/fp16/fp32 inputs; float64 inputs stay float64 (the test oracle's precision).
+    """
     if hidden.shape[0] != targets.shape[0]:
         raise ValueError(f"hidden has {hidden.shape[0]} rows for {targets.shape[0]} targets")
     if hidden.shape[-1] != weight.shape[-1]:
@@ -26,10 +29,11 @@ def linear_logprobs_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: t
         else:
             pieces.append(_chunk_logprobs(h, weight, t))
     if not pieces:
-        return hidden.new_zeros(0, dtype=torch.float32)
+        return hidden.new_zeros(0, dtype=torch.promote_types(hidden.dtype, torch.float32))
     return torch.cat(pieces)
 
 
 def _chunk_logprobs(h: torch.Tensor, weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    logits = (h @ weight.T).float()  # (n, H) @ (H, V) -> (n, V) tile, float32 from here on
+    logits = h @ weight.T  # (n, H) @ (H, V) -> (n, V) tile
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 (float64 stays float64)
     return logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)

@@ -1,0 +1,95 @@
+"""Tiny random models and step groups for fast tests, plus the slow reference: separate forwards."""
+from __future__ import annotations
+
+import random
+
+import torch
+from PIL import Image
+
+from sport_fast import StepGroup
+
+VOCAB = 101
+
+
+def tiny_qwen2(seed: int = 0, tie: bool = False):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=tie, attn_implementation="sdpa")
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def tiny_llama(seed: int = 0, tie: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                      tie_word_embeddings=tie, attn_implementation="eager")
+    return LlamaForCausalLM(cfg).eval()
+
+
+# Qwen2-VL special tokens inside the tiny vocabulary.
+VISION_START, IMAGE_PAD, VISION_END = VOCAB - 3, VOCAB - 2, VOCAB - 1
+
+
+def tiny_qwen2_vl(seed: int = 0):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    torch.manual_seed(seed)
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 1, 1]}),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        image_token_id=IMAGE_PAD, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
+        attn_implementation="sdpa")
+    return Qwen2VLForConditionalGeneration(cfg).eval()
+
+
+def tiny_image_processor():
+    from transformers import Qwen2VLImageProcessor
+    return Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56)
+
+
+def random_image(seed: int, size=(56, 56)) -> Image.Image:
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+def random_ids(rng: random.Random, n: int, high: int = VOCAB - 3) -> list[int]:
+    return [rng.randrange(high) for _ in range(n)]
+
+
+def random_groups(seed: int, n_groups: int = 3, k: int = 4, ctx_len=(5, 30), cand_len=(1, 12)) -> list[StepGroup]:
+    """Groups with shared candidate prefixes, duplicate candidates and a trajectory continuation."""
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(n_groups):
+        ctx = random_ids(rng, rng.randint(*ctx_len))
+        stem = random_ids(rng, 2)
+        cands = [stem + random_ids(rng, rng.randint(*cand_len)) if rng.random() < 0.5
+                 else random_ids(rng, rng.randint(*cand_len)) for _ in range(k)]
+        cands[-1] = list(cands[0])  # two identical samples
+        groups.append(StepGroup(context_ids=ctx, candidate_ids=cands, chosen=0, rejected=list(range(1, k))))
+    prev = groups[0]  # next step of the first trajectory: context = context + chosen + observation
+    groups.append(StepGroup(context_ids=prev.context_ids + prev.candidate_ids[0] + random_ids(rng, 4),
+                            candidate_ids=[random_ids(rng, 3), random_ids(rng, 5)], chosen=1, rejected=[0]))
+    return groups
+
+
+@torch.no_grad()
+def separate_forward_logps(model, group: StepGroup, image_token: int | None = None, **model_inputs) -> list[float]:
+    """Reference: one ordinary forward per (context + candidate), float64 log-softmax of the logits."""
+    out = []
+    for cand in group.candidate_ids:
+        ids = torch.tensor([group.context_ids + cand])
+        if image_token is not None:
+            model_inputs["mm_token_type_ids"] = (ids == image_token).int()
+        logits = model(input_ids=ids, **model_inputs).logits[0].double()
+        logp = logits.log_softmax(-1)
+        c = len(group.context_ids)
+        out.append(sum(logp[c - 1 + j, t].item() for j, t in enumerate(cand)))
+    return out
