@@ -49,8 +49,8 @@ def tiny_qwen2_vl(seed: int = 0):
 
 
 def tiny_image_processor():
-    from transformers import Qwen2VLImageProcessor
-    return Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56)
+    from transformers import Qwen2VLImageProcessorPil  # the torchvision-free backend
+    return Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
 
 
 def random_image(seed: int, size=(56, 56)) -> Image.Image:
