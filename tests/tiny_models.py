@@ -9,23 +9,21 @@ from PIL import Image
 from sport_fast import StepGroup
 
 VOCAB = 101
+TINY_TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=1024)
 
 
 def tiny_qwen2(seed: int = 0, tie: bool = False):
     from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=tie, attn_implementation="sdpa")
+    cfg = Qwen2Config(**TINY_TEXT, num_key_value_heads=2, tie_word_embeddings=tie, attn_implementation="sdpa")
     return Qwen2ForCausalLM(cfg).eval()
 
 
 def tiny_llama(seed: int = 0, tie: bool = True):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-                      tie_word_embeddings=tie, attn_implementation="eager")
+    cfg = LlamaConfig(**TINY_TEXT, num_key_value_heads=4, tie_word_embeddings=tie, attn_implementation="eager")
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -37,10 +35,8 @@ def tiny_qwen2_vl(seed: int = 0):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
     torch.manual_seed(seed)
     cfg = Qwen2VLConfig(
-        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [2, 1, 1]}),
+        text_config=dict(**TINY_TEXT, num_key_value_heads=2,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}),
         vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
         image_token_id=IMAGE_PAD, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
