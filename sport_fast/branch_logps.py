@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from sport_fast.logprobs import linear_logprobs_torch
+from sport_fast.kernels import linear_logprobs
 from sport_fast.step_group import StepGroup
 from sport_fast.tree_attention import dense_tree_mask, flex_tree_block_mask
 from sport_fast.tree_batch import TreeBatch, decoder_of, make_tree_batch
@@ -21,33 +21,37 @@ _ATTN = ("auto", "dense", "flex")
 
 
 def branch_logps(model, groups: Sequence[StepGroup], *, images: ImageInputs | None = None,
-                 attn: str = "auto", trie_impl: str = "auto") -> list[torch.Tensor]:
-    """One float32 tensor of K log-prob sums per group, differentiable in the model's parameters."""
+                 attn: str = "auto", trie_impl: str = "auto", kernel_impl: str = "auto") -> list[torch.Tensor]:
+    """One float32 tensor of K log-prob sums per group, differentiable in the model's parameters.
+
+    kernel_impl picks the lm-head log-prob path ("auto", "triton", "torch"; see sport_fast.kernels).
+    """
     batch = make_tree_batch(model, groups, candidates="all", images=images, trie_impl=trie_impl)
-    flat = packed_branch_logps(model, batch, attn=attn)
+    flat = packed_branch_logps(model, batch, attn=attn, kernel_impl=kernel_impl)
     return list(flat.split([g.num_candidates for g in groups]))
 
 
-def packed_branch_logps(model, batch: TreeBatch, *, attn: str = "auto") -> torch.Tensor:
+def packed_branch_logps(model, batch: TreeBatch, *, attn: str = "auto", kernel_impl: str = "auto") -> torch.Tensor:
     """(S,) log-prob sums (float32; float64 for a float64 model) of the batch's segments, in ``batch.tree.segments`` order."""
     tree = batch.tree
     hidden = tree_hidden_states(model, batch, attn=attn)          # (T, H)
     positions, inverse = torch.unique(tree.score_positions.to(hidden.device), return_inverse=True)
     head = _lm_head_weight(model)
-    token_logps = _scored_logprobs(hidden[positions], head, inverse, tree.score_targets.to(hidden.device))
+    token_logps = _scored_logprobs(hidden[positions], head, inverse, tree.score_targets.to(hidden.device),
+                                   kernel_impl)
     sums = torch.zeros(tree.num_segments, dtype=token_logps.dtype, device=hidden.device)
     return sums.index_add(0, tree.score_segments.to(hidden.device), token_logps)
 
 
 def _scored_logprobs(hidden_u: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor,
-                     targets: torch.Tensor) -> torch.Tensor:
+                     targets: torch.Tensor, kernel_impl: str) -> torch.Tensor:
     """Log-probs of M scored tokens from U <= M distinct predicting positions.
 
     Two candidates that share a prefix ask the same position for the same target; each distinct
     (position, target) pair goes through the lm-head once.
     """
     pairs, pair_of_token = torch.unique(torch.stack([inverse, targets]), dim=1, return_inverse=True)
-    logps = linear_logprobs_torch(hidden_u[pairs[0]], weight, pairs[1])
+    logps = linear_logprobs(hidden_u[pairs[0]], weight, pairs[1], impl=kernel_impl)
     return logps[pair_of_token]
 
 

@@ -1,4 +1,4 @@
-"""Reference token log-probs through the lm-head, in plain PyTorch (the oracle for the fused kernel).
+"""Reference token log-probs through the lm-head, in plain PyTorch: the oracle and CPU path of the kernels.
 
 ``linear_logprobs_torch(hidden, weight, targets)`` = log_softmax(hidden @ weight.T)[i, targets[i]]:
 inputs in the model's dtype, the (rows, V) logits tile cast to float32 before the log-sum-exp. Rows are

@@ -1,0 +1,77 @@
+"""``linear_logprobs``: token log-probs through the lm-head, by Triton or plain PyTorch, behind one API.
+
+The Triton path is registered as ``torch.library`` custom ops (forward and backward) with fake
+implementations, so ``torch.compile`` traces through it and ``torch.library.opcheck`` can check it.
+"""
+from __future__ import annotations
+
+import torch
+
+from sport_fast.kernels.dispatch import resolve_kernel_impl
+from sport_fast.kernels.reference import linear_logprobs_torch
+
+
+@torch.library.custom_op("sport_fast::linear_logprobs_fwd", mutates_args=())
+def _fwd_op(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from sport_fast.kernels import linear_logprobs_triton as tk
+    return tk.forward(hidden.contiguous(), weight.contiguous(), targets.contiguous())
+
+
+@_fwd_op.register_fake
+def _fwd_fake(hidden, weight, targets):
+    n = hidden.shape[0]
+    return hidden.new_empty(n, dtype=torch.float32), hidden.new_empty(n, dtype=torch.float32)
+
+
+@torch.library.custom_op("sport_fast::linear_logprobs_bwd", mutates_args=())
+def _bwd_op(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor,
+            grad_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from sport_fast.kernels import linear_logprobs_triton as tk
+    return tk.backward(hidden.contiguous(), weight.contiguous(), targets.contiguous(), lse, grad_logp)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(hidden, weight, targets, lse, grad_logp):
+    return torch.empty_like(hidden), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    hidden, weight, targets = inputs
+    ctx.save_for_backward(hidden, weight, targets, output[1])
+    ctx.mark_non_differentiable(output[1])  # lse is kept for backward only, never returned to users
+
+
+def _backward(ctx, grad_logp, _grad_lse):
+    hidden, weight, targets, lse = ctx.saved_tensors
+    d_hidden, d_weight = _bwd_op(hidden, weight, targets, lse, grad_logp)
+    return d_hidden, d_weight, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                    impl: str = "auto") -> torch.Tensor:
+    """log softmax(hidden @ weight.T)[i, targets[i]] as float32 (N,), differentiable in hidden and weight.
+
+    hidden (N, H) and weight (V, H) in bf16/fp16/fp32 (tied embeddings allowed), targets (N,) int64.
+    impl: "auto" | "triton" | "torch" (see ``sport_fast.kernels.dispatch``). Memory O(N H + V H).
+    """
+    _check(hidden, weight, targets)
+    if resolve_kernel_impl(impl, hidden) == "torch":
+        return linear_logprobs_torch(hidden, weight, targets)
+    logp, _ = _fwd_op(hidden, weight, targets)
+    return logp
+
+
+def _check(hidden, weight, targets) -> None:
+    if hidden.ndim != 2 or weight.ndim != 2 or targets.ndim != 1:
+        raise ValueError(f"linear_logprobs: need hidden (N, H), weight (V, H), targets (N,); got "
+                         f"{tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}")
+    if hidden.shape[1] != weight.shape[1] or hidden.shape[0] != targets.shape[0]:
+        raise ValueError(f"linear_logprobs: shapes disagree: hidden {tuple(hidden.shape)}, "
+                         f"weight {tuple(weight.shape)}, targets {tuple(targets.shape)}")
+    if targets.dtype != torch.int64:
+        raise ValueError(f"linear_logprobs: targets must be int64, got {targets.dtype}")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"linear_logprobs: hidden is {hidden.dtype} but weight is {weight.dtype}")
