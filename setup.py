@@ -62,7 +62,8 @@ setup(
         "accelerate>=1.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6", "trl>=1.0", "liger-kernel>=0.6", "triton>=3.2"],
+        "dev": ["pytest>=8", "hypothesis>=6", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
+                "triton>=3.2"],
         "gpu": ["flash-attn>=2.6", "triton>=3.2"],
         "vllm": ["vllm>=0.10"],
         "deepspeed": ["deepspeed>=0.16"],

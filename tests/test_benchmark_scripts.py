@@ -1,0 +1,31 @@
+"""The GPU benchmark scripts stay runnable: their --smoke mode runs every code path on tiny CPU shapes.
+
+No timing is asserted (interpreter timings mean nothing); the values each peer computes are.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+def smoke(script: str) -> str:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True,
+                         timeout=900, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_w1_smoke_runs_every_peer_and_sport_fast_agrees_with_torch():
+    text = smoke("w1_linear_logprobs.py")
+    row = next(line for line in text.splitlines() if line.startswith("sport_fast "))
+    assert float(row.split()[-1]) < 1e-5, row
+    for peer in ("torch", "torch.compile (chunked)", "liger FLCE", "liger fused linear DPO", "sport_fast step_dpo_loss"):
+        line = next(line for line in text.splitlines() if line.startswith(peer + " "))
+        assert not re.search(r"Error|unavailable", line), line
