@@ -29,3 +29,13 @@ def test_w1_smoke_runs_every_peer_and_sport_fast_agrees_with_torch():
     for peer in ("torch", "torch.compile (chunked)", "liger FLCE", "liger fused linear DPO", "sport_fast step_dpo_loss"):
         line = next(line for line in text.splitlines() if line.startswith(peer + " "))
         assert not re.search(r"Error|unavailable", line), line
+
+
+@pytest.mark.slow
+def test_w2_smoke_runs_all_four_peers_and_their_step0_losses_agree():
+    text = smoke("w2_step_dpo.py")
+    for variant in ("independent", "trajectory"):
+        rows = [line for line in text.splitlines() if line.startswith("smoke") and f" {variant} " in line]
+        assert len(rows) == 4 and not any("Error" in r for r in rows), rows
+        losses = [float(r.split()[-1]) for r in rows]
+        assert max(losses) - min(losses) < 1e-5, f"{variant}: step-0 losses differ: {losses}"
