@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-# Default tiles. Not yet tuned on a GPU (none was available); SPORT_KERNEL_AUTOTUNE is the planned
-# opt-in. Every size is a power of two >= 16 as tl.dot requires.
+# Default tiles, one set for every architecture until they are measured: no GPU has been available to
+# tune them, and there is no autotuning yet. Every size is a power of two >= 16, as tl.dot requires.
 DEFAULT_TILES = {"BLOCK_N": 64, "BLOCK_V": 128, "BLOCK_H": 64}
 
 
