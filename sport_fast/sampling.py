@@ -1,0 +1,77 @@
+"""Per-candidate sampling parameters and the rule that turns one row of logits into a token.
+
+SPORT samples one candidate at temperature 0.7 and the rest at 1.2, so every candidate carries its own
+parameters and its own seeded generator. The log-prob returned with each token is the model's own
+(log-softmax of the raw logits), which is what step-DPO scores, not the tempered sampling distribution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 is greedy; top_k 0 and top_p 1 disable those filters; stop: strings that end a step
+    (kept in the output, like SPORT's ``<end_action>``); stop_token_ids: token ids that end it too."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.max_new_tokens < 1 or self.repetition_penalty <= 0:
+            raise ValueError("top_k must be >= 0, max_new_tokens >= 1 and repetition_penalty > 0")
+
+
+@dataclass
+class Candidate:
+    """A sampled step: token ids verbatim, each token's model log-prob, why it ended, decoded text."""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" or "length"
+    text: str | None = None
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int],
+                 generator: torch.Generator) -> tuple[int, float]:
+    """(token, its raw log-prob) from one row of logits (V,) under ``params``."""
+    raw_logp = torch.log_softmax(logits.float(), dim=-1)
+    scores = _penalise_repeats(logits.float().clone(), history, params.repetition_penalty)
+    if params.temperature == 0:
+        token = int(scores.argmax())
+    else:
+        scores = _filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
+        token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+    return token, float(raw_logp[token])
+
+
+def _penalise_repeats(scores: torch.Tensor, history: list[int], penalty: float) -> torch.Tensor:
+    """The CTRL rule, as Hugging Face and vLLM apply it: divide positive logits, multiply negative ones."""
+    if penalty == 1.0 or not history:
+        return scores
+    seen = torch.tensor(sorted(set(history)), dtype=torch.long)
+    picked = scores[seen]
+    scores[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return scores
+
+
+def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if 0 < top_k < scores.numel():
+        kth = torch.topk(scores, top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
+        drop = cumulative - torch.softmax(sorted_scores, dim=-1) >= top_p  # keep the token that crosses top_p
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return scores

@@ -1,0 +1,148 @@
+"""PrefixSampler: same tokens as Hugging Face generate, exact log-probs, KV reuse that never goes stale."""
+import random
+
+import pytest
+import torch
+
+from sport_fast.sampler import PrefixSampler
+from sport_fast.sampling import SamplingParams, _penalise_repeats
+from tiny_models import random_ids, tiny_llama, tiny_qwen2
+
+GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
+
+
+def context(seed=0, n=25):
+    return random_ids(random.Random(seed), n)
+
+
+def hf_greedy(model, ids, n):
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                         pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_llama], ids=["qwen2", "llama"])
+def test_greedy_siblings_equal_hf_generate_and_logprobs_are_exact(make_model):
+    model = make_model(1)
+    ctx = context(1)
+    cands = PrefixSampler(model).sample(PrefixSampler(model).start(ctx), [GREEDY] * 3)
+    want = hf_greedy(model, ctx, 10)
+    assert [c.token_ids for c in cands] == [want] * 3
+    with torch.no_grad():
+        logp = model(torch.tensor([ctx + want])).logits[0].double().log_softmax(-1)
+    ref = [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(want)]
+    torch.testing.assert_close(torch.tensor(cands[0].logprobs, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-5)
+    assert all(c.finish_reason == "length" for c in cands)
+
+
+def test_commit_reuses_kv_and_matches_a_fresh_prefill():
+    model = tiny_qwen2(2)
+    sampler = PrefixSampler(model)
+    traj = sampler.start(context(2))
+    first = sampler.sample(traj, [SamplingParams(temperature=1.2, seed=s, max_new_tokens=6) for s in range(4)])
+    observation = [5, 6, 7]
+    sampler.commit(traj, 2, observation)
+    assert traj.context_ids == context(2) + first[2].token_ids + observation
+    second = sampler.sample(traj, [GREEDY] * 2)
+    fresh = PrefixSampler(tiny_qwen2(2)).sample(PrefixSampler(model).start(traj.context_ids), [GREEDY])
+    assert second[0].token_ids == fresh[0].token_ids == hf_greedy(model, traj.context_ids, 10)
+    s1, s2 = traj.steps
+    assert (s1.prefilled_tokens, s1.cached_tokens) == (25, 0)
+    assert s2.prefilled_tokens == 1 + len(observation), "commit must prefill only the new tokens"
+    assert s2.cached_tokens == s2.context_tokens - s2.prefilled_tokens == 25 + len(first[2].token_ids) - 1
+    assert s1.generated_tokens == sum(len(c.token_ids) for c in first)
+
+
+def test_sampling_again_without_commit_starts_from_the_same_prefix():
+    model = tiny_qwen2(3)
+    sampler = PrefixSampler(model)
+    traj = sampler.start(context(3))
+    a = sampler.sample(traj, [GREEDY] * 2)
+    b = sampler.sample(traj, [GREEDY])
+    assert a[0].token_ids == b[0].token_ids
+    assert traj.steps[1].prefilled_tokens == 0
+
+
+def test_seeds_reproduce_and_differ():
+    model = tiny_qwen2(4)
+    hot = lambda s: SamplingParams(temperature=1.5, seed=s, max_new_tokens=12)  # noqa: E731
+    run = lambda seeds: [c.token_ids for c in PrefixSampler(model).sample(PrefixSampler(model).start(context(4)),  # noqa: E731
+                                                                          [hot(s) for s in seeds])]
+    assert run([1, 2, 3]) == run([1, 2, 3])
+    assert len({tuple(t) for t in run([1, 2, 3])}) == 3
+    derived = [c.token_ids for c in PrefixSampler(model, seed=7).sample(PrefixSampler(model).start(context(4)),
+                                                                        [SamplingParams(temperature=1.5)] * 2)]
+    again = [c.token_ids for c in PrefixSampler(model, seed=7).sample(PrefixSampler(model).start(context(4)),
+                                                                      [SamplingParams(temperature=1.5)] * 2)]
+    assert derived == again and derived[0] != derived[1]
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    model = tiny_qwen2(5)
+    params = [GREEDY, SamplingParams(temperature=1.0, top_k=1, seed=1, max_new_tokens=10),
+              SamplingParams(temperature=1.0, top_p=1e-6, seed=2, max_new_tokens=10)]
+    cands = PrefixSampler(model).sample(PrefixSampler(model).start(context(5)), params)
+    assert cands[0].token_ids == cands[1].token_ids == cands[2].token_ids
+
+
+def test_stop_token_and_stop_string_end_the_step_at_the_right_token():
+    from test_importers import vl_tokenizer
+    model, tok = tiny_qwen2(6), vl_tokenizer()
+    greedy = PrefixSampler(model, tok).sample(PrefixSampler(model).start(context(6)), [GREEDY])[0]
+    stop_at = next(j for j, t in enumerate(greedy.token_ids) if greedy.token_ids.index(t) == j and j >= 3)
+    token = greedy.token_ids[stop_at]
+    sampler = PrefixSampler(model, tok)
+    by_id, by_text = sampler.sample(sampler.start(context(6)), [
+        SamplingParams(temperature=0, max_new_tokens=10, stop_token_ids=(token,)),
+        SamplingParams(temperature=0, max_new_tokens=10, stop=(tok.decode([token]),))])
+    for cand in (by_id, by_text):
+        assert cand.token_ids == greedy.token_ids[:stop_at + 1] and cand.finish_reason == "stop"
+    assert by_text.text == tok.decode(greedy.token_ids[:stop_at + 1])
+
+
+def test_weight_update_invalidates_every_cached_prefix():
+    model = tiny_qwen2(7)
+    sampler = PrefixSampler(model)
+    traj = sampler.start(context(7))
+    sampler.sample(traj, [GREEDY])
+    sampler.commit(traj, 0, [1, 2])
+    new_weights = {k: v + 0.5 * torch.randn_like(v) for k, v in model.state_dict().items() if "mlp" in k}
+    sampler.load_weights(new_weights)
+    after = sampler.sample(traj, [GREEDY])[0].token_ids
+    assert after == hf_greedy(model, traj.context_ids, 10), "served KV computed with the old weights"
+    assert traj.steps[-1].prefilled_tokens == len(traj.context_ids), "the cache was not rebuilt"
+
+
+def test_repetition_penalty_follows_the_ctrl_rule():
+    scores = torch.tensor([2.0, -2.0, 1.0])
+    out = _penalise_repeats(scores.clone(), [0, 1], 2.0)
+    assert out.tolist() == [1.0, -4.0, 1.0]
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    sampler = PrefixSampler(tiny_qwen2())
+    with pytest.raises(ValueError, match="empty"):
+        sampler.start([])
+    traj = sampler.start([1, 2])
+    with pytest.raises(ValueError, match="pending candidate"):
+        sampler.commit(traj, 0)
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_steps_equal_generate(smollm2):
+    model, tok = smollm2
+    ids = tok.apply_chat_template([{"role": "user", "content": "Write Python that prints 2+2."}],
+                                  add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    sampler = PrefixSampler(model, tok)
+    traj = sampler.start(ids)
+    cands = sampler.sample(traj, [SamplingParams(temperature=0, max_new_tokens=8)] * 2)
+    assert cands[0].token_ids == cands[1].token_ids == hf_greedy(model, ids, 8)
+    sampler.commit(traj, 0, tok.encode("\nObservation: 4\n", add_special_tokens=False))
+    nxt = sampler.sample(traj, [SamplingParams(temperature=0, max_new_tokens=6)])
+    assert nxt[0].token_ids == hf_greedy(model, traj.context_ids, 6)
