@@ -14,12 +14,14 @@ it rebuilds the cache from its own token ids before serving anything: stale KV i
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from transformers import DynamicCache
 
+from sport_fast.growing_cache import growing_cache
 from sport_fast.sampling import Candidate, SamplingParams, sample_token
 
 
@@ -92,6 +94,18 @@ class PrefixSampler:
         if traj.weights_version == self.weights_version:
             traj.last_logits = self._prefill(traj, traj.context_ids[traj.cached_len:])
 
+    @torch.no_grad()
+    def fork(self, traj: Trajectory, extra_ids: Sequence[int] = ()) -> Trajectory:
+        """A new trajectory whose context is ``traj``'s plus ``extra_ids``: ``traj``'s KV is copied (not
+        recomputed) and only ``extra_ids`` are prefilled. ``traj`` itself is left as it was."""
+        self._ensure_prefilled(traj)
+        child = Trajectory(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
+                           cached_len=traj.cached_len, last_logits=traj.last_logits,
+                           weights_version=traj.weights_version)
+        if extra_ids:
+            child.last_logits = self._prefill(child, [int(t) for t in extra_ids])
+        return child
+
     def load_weights(self, state_dict: dict | None = None) -> None:
         """After a training step: load ``state_dict`` (full or LoRA, if given) and invalidate every cache."""
         if state_dict is not None:
@@ -103,7 +117,7 @@ class PrefixSampler:
     # -- internals -------------------------------------------------------------------------------
     def _ensure_prefilled(self, traj: Trajectory) -> None:
         if traj.weights_version != self.weights_version:  # new trajectory, or weights changed since
-            traj.cache, traj.cached_len = DynamicCache(config=self.model.config), 0
+            traj.cache, traj.cached_len = growing_cache(self.model.config), 0
             traj.weights_version = self.weights_version
             traj.prefilled_since_step = 0
             traj.last_logits = self._prefill(traj, traj.context_ids)
@@ -120,6 +134,8 @@ class PrefixSampler:
         return out.logits[0, -1].float()
 
     def _reset_to_prefix(self, traj: Trajectory) -> None:
+        """Back to the context's single row; the candidates' rows are gone, so none can be committed."""
+        traj.pending = []
         traj.cache.batch_select_indices(torch.tensor([0]))
         traj.cache.crop(traj.cached_len - traj.cache.get_seq_length())
 

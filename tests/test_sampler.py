@@ -62,6 +62,9 @@ def test_sampling_again_without_commit_starts_from_the_same_prefix():
     b = sampler.sample(traj, [GREEDY])
     assert a[0].token_ids == b[0].token_ids
     assert traj.steps[1].prefilled_tokens == 0
+    sampler.fork(traj, [4])  # resets traj to its prefix: the sampled rows are gone
+    with pytest.raises(ValueError, match="pending candidate"):
+        sampler.commit(traj, 0)
 
 
 def test_seeds_reproduce_and_differ():
