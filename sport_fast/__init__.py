@@ -1,14 +1,34 @@
 """sport_fast: step-wise DPO for self-taught tool-using agents (SPORT), made fast.
 
-Data flows one way: step groups -> packed trees -> log-prob sums -> DPO loss -> weights.
-"""
-from sport_fast.branch_logps import branch_logps, packed_branch_logps
-from sport_fast.dpo import dpo_loss
-from sport_fast.pairs import pair_indices
-from sport_fast.step_group import StepGroup
-from sport_fast.store import StepStore
-from sport_fast.tree import PackedTree, pack_step_groups
+Data flows one way: tasks -> trajectories (sampler + sandbox + judge) -> step groups -> packed trees ->
+log-prob sums -> DPO loss -> weights.
 
-__all__ = ["StepGroup", "StepStore", "PackedTree", "pack_step_groups", "branch_logps",
-           "packed_branch_logps", "dpo_loss", "pair_indices"]
+The public names below are imported on first use (PEP 562), so ``import sport_fast.sandbox`` or the
+sandbox's child process does not pay for importing torch.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "StepGroup": "sport_fast.step_group",
+    "StepStore": "sport_fast.store",
+    "PackedTree": "sport_fast.tree",
+    "pack_step_groups": "sport_fast.tree",
+    "branch_logps": "sport_fast.branch_logps",
+    "packed_branch_logps": "sport_fast.branch_logps",
+    "dpo_loss": "sport_fast.dpo",
+    "pair_indices": "sport_fast.pairs",
+}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sport_fast' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
