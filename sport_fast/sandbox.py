@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 from sport_fast import isolation
 
 REQUIRED_LAYERS = ("separate_uid", "network_namespace", "private_tmp", "rlimits")
+GRACE_AFTER_EXIT_S = 0.25
 TRUNCATED = "\n...[output truncated: {n} more bytes]\n"
 
 
@@ -172,13 +173,19 @@ class _Pump:
         self.sel.register(self.msg_file, selectors.EVENT_READ, "msg")
 
     def run(self, deadline: float) -> bool:
-        """True if every stream closed before ``deadline``."""
+        """False if the deadline passed first. Done when every stream closed, or shortly after the child
+        exits: a daemon it left behind may hold the pipes open, and is killed with the rest of the uid."""
+        exit_grace = None
         try:
             while self.sel.get_map():
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if exit_grace is None and self.proc.poll() is not None:
+                    exit_grace = now + GRACE_AFTER_EXIT_S
+                if exit_grace is not None and now >= exit_grace:
+                    return True
+                if now >= deadline:
                     return False
-                for key, _ in self.sel.select(timeout=min(left, 0.5)):
+                for key, _ in self.sel.select(timeout=min(deadline - now, 0.05)):
                     self._read(key)
             return True
         finally:

@@ -48,6 +48,8 @@ def main() -> None:
     replies = os.fdopen(os.dup(0), "r")
     config = json.loads(replies.readline())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    sys.stdout.reconfigure(line_buffering=True)  # what was printed before a crash still reaches the parent
+    sys.stderr.reconfigure(line_buffering=True)
     channel = Channel(os.fdopen(config["msg_fd"], "w"), replies)
     try:
         _isolate(config)
