@@ -1,0 +1,183 @@
+"""The agent: at each step, K candidate steps from the policy, each parsed and executed in the sandbox on the
+state of the chosen steps so far, one chosen, its observation fed back as the next turn.
+
+Per step:
+1. the policy samples K candidates (SPORT: candidate 0 at temperature 0.7, the rest at 1.2), stopping at
+   ``<end_action>``; token ids are kept verbatim for training;
+2. each candidate is parsed (a malformed one is recorded with the reason, never executed) and run in a
+   fresh sandbox after replaying the chosen steps' code, in parallel;
+3. ``select`` picks one (a judge, in training; by default the first candidate whose code ran) or abstains;
+4. the chosen step's observation becomes the next user turn, prefilled on top of the cached context.
+Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` chosen steps that failed, or when the
+selector abstains. Everything is recorded: the trajectory is the raw material of step groups.
+"""
+from __future__ import annotations
+
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from sport_fast.actions import END_ACTION, MalformedStep, parse_step
+from sport_fast.sampling import Candidate, SamplingParams
+
+SYSTEM_PROMPT = """You are an agent that solves tasks by writing Python code that calls tools.
+At each step write 'Thought:' with your reasoning, then one Python code block, then {end}, like this:
+Thought: I need the size of the image first.
+```py
+print(image_size('photo.png'))
+```{end}
+What your code prints is shown to you as the next observation. Variables persist between steps.
+When you know the answer, call final_answer(answer) in your code.
+Tools, already defined as Python functions:
+{tools}"""
+
+
+@dataclass
+class AgentConfig:
+    k: int = 1
+    max_steps: int = 6
+    max_errors: int = 3
+    max_new_tokens: int = 256
+    first_temperature: float = 0.7
+    other_temperature: float = 1.2
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.max_steps < 1 or self.max_errors < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"agent config out of range: {self}")
+
+
+@dataclass
+class CandidateRecord:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None
+    thought: str = ""
+    code: str = ""
+    parse_error: str | None = None
+    repairs: list[str] = field(default_factory=list)
+    observation: str = ""
+    error: str | None = None
+    timed_out: bool = False
+    tool_calls: list[dict] = field(default_factory=list)
+    has_final_answer: bool = False
+    final_answer: object = None
+    wall_s: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        """Parsed and executed without an error or a timeout."""
+        return self.parse_error is None and self.error is None and not self.timed_out
+
+
+@dataclass
+class StepRecord:
+    context_tokens: int
+    candidates: list[CandidateRecord]
+    chosen: int | None
+
+
+@dataclass
+class TrajectoryRecord:
+    task_id: str
+    context_ids: list[int]
+    steps: list[StepRecord] = field(default_factory=list)
+    final_answer: object = None
+    finished: bool = False
+    stop_reason: str = ""
+    selection: str = ""
+
+    def chosen_steps(self) -> list[CandidateRecord]:
+        return [s.candidates[s.chosen] for s in self.steps if s.chosen is not None]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+Selector = Callable[[object, int, list[CandidateRecord]], "int | None"]
+
+
+def first_that_ran(task, step: int, candidates: list[CandidateRecord]) -> int:
+    """Test-time rule without a judge: the first candidate whose code ran, else candidate 0."""
+    return next((i for i, c in enumerate(candidates) if c.ran), 0)
+
+
+class Agent:
+    def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
+                 select: Selector = first_that_ran, selection_name: str | None = None):
+        self.policy, self.chat, self.sandbox, self.tools = policy, chat, sandbox, tools
+        self.config = config or AgentConfig()
+        self.select = select
+        self.selection_name = selection_name or getattr(select, "__name__", "custom")
+        self.system = SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
+
+    def run(self, task) -> TrajectoryRecord:
+        context = self.chat.prompt_ids(self.system, _user_turn(task))
+        record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name)
+        handle, chosen_code, errors = self.policy.start(context), [], 0
+        for step in range(self.config.max_steps):
+            candidates = self._candidates(task, handle, step, chosen_code)
+            pick = self.select(task, step, candidates)
+            record.steps.append(StepRecord(context_tokens=_context_len(handle, context), candidates=candidates,
+                                           chosen=pick))
+            if pick is None:
+                record.stop_reason = "selector abstained"
+                return record
+            best = candidates[pick]
+            if best.has_final_answer:
+                record.final_answer, record.finished, record.stop_reason = best.final_answer, True, "final_answer"
+                return record
+            errors += not best.ran
+            if errors >= self.config.max_errors:
+                record.stop_reason = f"{errors} failed steps"
+                return record
+            self.policy.commit(handle, pick, self.chat.observation_ids(best.text, best.observation))
+            if best.parse_error is None:
+                chosen_code.append(best.code)
+        record.stop_reason = f"max_steps ({self.config.max_steps})"
+        return record
+
+    def _candidates(self, task, handle, step: int, chosen_code: list[str]) -> list[CandidateRecord]:
+        sampled = self.policy.sample(handle, self._params(task, step))
+        records = [_parsed(c) for c in sampled]
+        runnable = [r for r in records if r.parse_error is None]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(runnable), 4))) as pool:
+            list(pool.map(lambda r: self._execute(r, task, chosen_code), runnable))
+        return records
+
+    def _execute(self, rec: CandidateRecord, task, chosen_code: list[str]) -> None:
+        result = self.sandbox.run(rec.code, files=task.files, prelude=chosen_code)
+        rec.observation, rec.error, rec.timed_out = result.observation(), result.error, result.timed_out
+        rec.tool_calls, rec.wall_s = result.tool_calls, result.wall_s
+        rec.has_final_answer, rec.final_answer = result.has_final_answer, result.final_answer
+
+    def _params(self, task, step: int) -> list[SamplingParams]:
+        c = self.config
+        return [SamplingParams(temperature=c.first_temperature if i == 0 else c.other_temperature, top_p=c.top_p,
+                               max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
+                               seed=zlib.crc32(f"{c.seed}:{task.id}:{step}:{i}".encode()))
+                for i in range(c.k)]
+
+
+def _parsed(c: Candidate) -> CandidateRecord:
+    rec = CandidateRecord(text=c.text or "", token_ids=list(c.token_ids), logprobs=list(c.logprobs),
+                          finish_reason=c.finish_reason)
+    try:
+        step = parse_step(rec.text)
+        rec.thought, rec.code, rec.repairs = step.thought, step.code, step.repairs
+    except MalformedStep as err:
+        rec.parse_error = str(err)
+        rec.observation = f"Error: the step is malformed: {err}"
+    return rec
+
+
+def _user_turn(task) -> str:
+    files = ", ".join(task.files) if task.files else "none"
+    return f"{task.question}\nFiles in your working directory: {files}"
+
+
+def _context_len(handle, initial: list[int]) -> int:
+    return len(getattr(handle, "context_ids", initial))
