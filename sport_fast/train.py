@@ -18,13 +18,12 @@ import time
 import torch
 
 NOT_BUILT = [
-    ("prefix-caching sampler and OpenAI-compatible server", 4),
-    ("agent runtime, tools, sandbox, offline task suite", 5),
+    ("sampler: several trajectories batched together, CUDA static cache (the per-trajectory sampler is built)", 4),
     ("task synthesis and step judge", 6),
     ("the round loop: exploration -> judge -> step-DPO -> weight sync", 7),
     ("fused Triton lm-head + DPO kernel (the plain-PyTorch reference is used)", 3),
 ]
-STEPS = ["Thought: count the red regions.\n```py\nprint(count_objects('image_1.png', colour='red'))\n```<end_action>",
+STEPS = ["Thought: count the red regions.\n```py\nprint(count_objects('image_1.png', color='red'))\n```<end_action>",
          "Thought: check the size first.\n```py\nprint(image_size('image_1.png'))\n```<end_action>",
          "Thought: guess.\n```py\nfinal_answer(7)\n```<end_action>"]
 
@@ -35,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = _load()
     group = _step_group(tokenizer)
     _self_check(model, group)
+    from sport_fast.sandbox import describe_layers
+    print("  " + describe_layers())
     print("\nNot built yet, so no training round ran:")
     for what, issue in NOT_BUILT:
         print(f"  - {what} (issue #{issue})")
@@ -53,7 +54,7 @@ def _load():
 def _step_group(tokenizer):
     from sport_fast import StepGroup
     messages = [{"role": "system", "content": "You solve tasks by writing Python that calls tools: "
-                 "count_objects(path, colour), image_size(path), final_answer(x)."},
+                 "count_objects(path, color), image_size(path), final_answer(x)."},
                 {"role": "user", "content": "How many red squares are in image_1.png?"}]
     context = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     context = list(context["input_ids"] if hasattr(context, "keys") else context)

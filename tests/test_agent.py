@@ -1,0 +1,160 @@
+"""The agent loop and the evaluation, driven by a scripted policy through the real sandbox and tools, and
+once by the real SmolLM2 through the prefix-caching sampler."""
+import json
+
+import pytest
+
+from sport_fast.agent import Agent, AgentConfig
+from sport_fast.benchmark_formats import load_gaia, load_gta
+from sport_fast.chat_format import ChatFormat
+from sport_fast.eval import evaluate
+from sport_fast.sampler import PrefixSampler
+from sport_fast.sampling import Candidate
+from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.task_suite import FAMILIES, generate_suite
+from sport_fast.tools import default_registry
+from sport_fast.tools.ocr import shutil as ocr_shutil
+
+MALFORMED = "Thought: I know it already.<end_action>"
+
+
+def step_text(code):
+    return f"Thought: next.\n```py\n{code}\n```<end_action>"
+
+
+class ScriptedPolicy:
+    """Candidates from a plan keyed by the task's question; records every commit."""
+
+    def __init__(self, tokenizer, plans):
+        self.tokenizer, self.plans, self.commits = tokenizer, plans, []
+
+    def start(self, context_ids):
+        text = self.tokenizer.decode(context_ids)
+        plan = next(p for q, p in self.plans.items() if q in text)
+        return {"context_ids": list(context_ids), "plan": plan, "step": 0, "pending": []}
+
+    def sample(self, h, params):
+        texts = h["plan"][min(h["step"], len(h["plan"]) - 1)]
+        assert len(texts) == len(params)
+        h["pending"] = [Candidate(token_ids=self.tokenizer.encode(t, add_special_tokens=False), text=t,
+                                  finish_reason="stop") for t in texts]
+        return h["pending"]
+
+    def commit(self, h, index, observation_ids):
+        h["context_ids"] += h["pending"][index].token_ids + list(observation_ids)
+        h["step"] += 1
+        self.commits.append(self.tokenizer.decode(observation_ids))
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return default_registry()
+
+
+@pytest.fixture(scope="module")
+def sandbox(tools):
+    return Sandbox(timeout_s=30, tools=tools,
+                   allow_weak_isolation=not all(available_layers()[k] for k in REQUIRED_LAYERS))
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    suite = generate_suite(tmp_path_factory.mktemp("suite"), n_train=0, n_heldout=len(FAMILIES), seed=11)
+    return [t for t in suite["heldout"] if "ocr" not in t.expected_tools or ocr_shutil.which("tesseract")]
+
+
+def test_reference_programs_score_full_marks_and_malformed_candidates_are_passed_over(smollm2, tasks, sandbox,
+                                                                                         tools, tmp_path):
+    tok = smollm2[1]
+    plans = {t.question: [[MALFORMED, step_text(code)] for code in t.reference_steps] for t in tasks}
+    policy = ScriptedPolicy(tok, plans)
+    agent = Agent(policy, ChatFormat(tok), sandbox, tools, AgentConfig(k=2, max_steps=5))
+    report = evaluate(tasks, agent, tmp_path)
+    assert report["AnsAcc"] == 1.0 and report["ToolAcc"] == 1.0 and report["CodeExec"] == 1.0, report
+    assert report["best_of_k"] and report["selection"] == "first_that_ran" and report["k"] == 2
+    logs = [json.loads(line) for line in (tmp_path / "tasks.jsonl").read_text().splitlines()]
+    first = logs[0]["trajectory"]["steps"][0]["candidates"]
+    assert first[0]["parse_error"].startswith("no fenced Python code block") and logs[0]["trajectory"]["steps"][0]["chosen"] == 1
+    assert all(c.startswith("<|im_end|>\n<|im_start|>user\nObservation:\n") and
+               c.endswith("<|im_end|>\n<|im_start|>assistant\n") for c in policy.commits), policy.commits[:2]
+
+
+def test_wrong_unfinished_and_failing_trajectories(smollm2, tasks, sandbox, tools):
+    tok = smollm2[1]
+    task = tasks[0]
+    plans = {task.question: [[step_text("final_answer('nonsense')")]]}
+    report = evaluate([task], Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools), None)
+    assert report["AnsAcc"] == 0.0 and report["finished"] == 1
+    plans = {task.question: [[step_text("x = 1 / 0")]]}
+    agent = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(max_errors=2))
+    traj = agent.run(task)
+    assert traj.stop_reason == "2 failed steps" and not traj.finished and len(traj.steps) == 2
+    assert "ZeroDivisionError" in traj.steps[0].candidates[0].observation
+    plans = {task.question: [[step_text("print(1)")]]}
+    agent = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(max_steps=3))
+    report = evaluate([task], agent, None)
+    assert report["AnsAcc"] == 0.0 and report["CodeExec"] == 1.0 and report["finished"] == 0
+    abstain = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, select=lambda *a: None)
+    assert abstain.run(task).stop_reason == "selector abstained"
+
+
+def test_gta_and_gaia_directories_load_and_score(smollm2, sandbox, tools, tmp_path):
+    (tmp_path / "gta" / "image").mkdir(parents=True)
+    (tmp_path / "gta" / "image" / "a.txt").write_text("x")
+    (tmp_path / "gta" / "dataset.json").write_text(json.dumps({"0": {
+        "tools": [{"name": "Calculator"}, {"name": "TextToImage"}], "files": [{"type": "image", "path": "image/a.txt"}],
+        "dialogs": [{"role": "user", "content": "What is 6 times 7?"},
+                    {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                        "name": "Calculator", "arguments": {"expression": "6*7"}}}]},
+                    {"role": "tool", "name": "Calculator", "content": {"type": "text", "content": "42"}},
+                    {"role": "assistant", "content": "42"}],
+        "gt_answer": {"whitelist": [["42", "forty-two"]], "blacklist": None}}}))
+    (tmp_path / "gaia").mkdir()
+    (tmp_path / "gaia" / "metadata.jsonl").write_text(json.dumps({
+        "task_id": "t1", "Question": "What is 2 to the 10th power?", "Level": 1, "Final answer": "1024",
+        "file_name": "", "Annotator Metadata": {"Tools": "1. Calculator"}}) + "\n")
+    gta, gaia = load_gta(tmp_path / "gta"), load_gaia(tmp_path / "gaia")
+    assert gta[0].expected_tools == ["calculator"] and gta[0].files == {"image/a.txt": str(tmp_path / "gta/image/a.txt")}
+    assert gaia[0].expected_tools == ["calculator"] and gaia[0].answer == "1024"
+    tok = smollm2[1]
+    plans = {gta[0].question: [[step_text("final_answer(f'The answer is {calculator(\"6*7\")}.')")]],
+             gaia[0].question: [[step_text("final_answer(calculator('2^10'))")]]}
+    report = evaluate(gta + gaia, Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools), None)
+    assert report["AnsAcc"] == 1.0 and report["ToolAcc"] == 1.0 and report["scored_tasks"] == 2
+    (tmp_path / "gta" / "dataset.json").write_text("{}")
+    with pytest.raises(ValueError, match="non-empty object"):
+        load_gta(tmp_path / "gta")
+
+
+@pytest.mark.slow
+def test_real_model_through_the_prefix_sampler_keeps_tokens_verbatim(smollm2, tasks, sandbox, tools):
+    model, tok = smollm2
+    sampler = PrefixSampler(model, tok, seed=0)
+    agent = Agent(sampler, ChatFormat(tok), sandbox, tools, AgentConfig(k=2, max_steps=2, max_new_tokens=40))
+    started = []
+    original_start = sampler.start
+    sampler.start = lambda ids: started.append(original_start(ids)) or started[-1]
+    traj = agent.run(tasks[0])
+    assert traj.steps and all(len(s.candidates) == 2 for s in traj.steps)
+    for step in traj.steps:
+        for c in step.candidates:
+            assert c.token_ids and len(c.logprobs) == len(c.token_ids)
+            assert (c.parse_error is None) == bool(c.code), c
+    if len(traj.steps) == 2:  # the first step was committed: the context holds its tokens verbatim
+        chosen = traj.steps[0].candidates[traj.steps[0].chosen]
+        ctx = started[0].context_ids
+        n0 = len(traj.context_ids)
+        assert ctx[:n0] == traj.context_ids and ctx[n0:n0 + len(chosen.token_ids)] == chosen.token_ids
+        assert started[0].steps[1].prefilled_tokens < 200, "commit must prefill only the observation"
+
+
+def test_chat_glue_reproduces_the_template(smollm2):
+    tok = smollm2[1]
+    chat = ChatFormat(tok)
+    step = "Thought: look.\n```py\nprint(1)\n```<end_action>"
+    ids = chat.prompt_ids("SYS", "Q") + tok.encode(step, add_special_tokens=False) + chat.observation_ids(step, "1")
+    want = tok.apply_chat_template([{"role": "system", "content": "SYS"}, {"role": "user", "content": "Q"},
+                                    {"role": "assistant", "content": step},
+                                    {"role": "user", "content": "Observation:\n1"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert tok.decode(ids) == want
