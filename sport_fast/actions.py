@@ -9,6 +9,7 @@ one code block, empty code, code that does not compile.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 END_ACTION = "<end_action>"
@@ -67,6 +68,8 @@ def _thought(head: str, repairs: list[str]) -> str:
 
 def _check_compiles(code: str) -> None:
     try:
-        compile(code, "<step>", "exec")
+        with warnings.catch_warnings():  # the model's SyntaxWarnings are not the host's business
+            warnings.simplefilter("ignore")
+            compile(code, "<step>", "exec")
     except SyntaxError as err:
         raise MalformedStep(f"the code does not compile: SyntaxError: {err.msg} (line {err.lineno})") from None
