@@ -7,9 +7,13 @@ Per step:
 2. each candidate is parsed (a malformed one is recorded with the reason, never executed) and run in a
    fresh sandbox after replaying the chosen steps' code, in parallel;
 3. ``select`` picks one (a judge, in training; by default the first candidate whose code ran) or abstains;
-4. the chosen step's observation becomes the next user turn, prefilled on top of the cached context.
-Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` chosen steps that failed, or when the
-selector abstains. Everything is recorded: the trajectory is the raw material of step groups.
+   on an abstention the step is labelled with nothing (``chosen=None``: it yields no pair) and, with
+   ``on_abstain="follow_first_ran"``, the trajectory goes on with the first candidate that ran, so later
+   steps can still be judged; with ``"stop"`` it ends there;
+4. the followed step's observation becomes the next user turn, prefilled on top of the cached context.
+Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` followed steps that failed, or on an
+abstention with ``on_abstain="stop"``. Everything is recorded: the trajectory is the raw material of step
+groups (``labels.py``).
 """
 from __future__ import annotations
 
@@ -43,10 +47,13 @@ class AgentConfig:
     other_temperature: float = 1.2
     top_p: float = 1.0
     seed: int = 0
+    on_abstain: str = "follow_first_ran"   # or "stop"
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.max_steps < 1 or self.max_errors < 1 or self.max_new_tokens < 1:
             raise ValueError(f"agent config out of range: {self}")
+        if self.on_abstain not in ("follow_first_ran", "stop"):
+            raise ValueError(f"agent.on_abstain must be 'follow_first_ran' or 'stop', got {self.on_abstain!r}")
 
 
 @dataclass
@@ -77,7 +84,10 @@ class CandidateRecord:
 class StepRecord:
     context_tokens: int
     candidates: list[CandidateRecord]
-    chosen: int | None
+    chosen: int | None                 # the preferred candidate; None: the selector abstained (no pair)
+    followed: int | None = None        # the candidate the trajectory went on with (None: it stopped here)
+    observation_ids: list[int] = field(default_factory=list)   # the turn appended after the followed step
+    verdict: dict | None = None        # the selector's record (judge replies, reasons)
 
 
 @dataclass
@@ -90,17 +100,25 @@ class TrajectoryRecord:
     stop_reason: str = ""
     selection: str = ""
 
-    def chosen_steps(self) -> list[CandidateRecord]:
-        return [s.candidates[s.chosen] for s in self.steps if s.chosen is not None]
+    def followed_steps(self) -> list[CandidateRecord]:
+        return [s.candidates[s.followed] for s in self.steps if s.followed is not None]
 
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, record: dict) -> "TrajectoryRecord":
+        steps = [StepRecord(**{**s, "candidates": [CandidateRecord(**c) for c in s["candidates"]]})
+                 for s in record["steps"]]
+        return cls(**{**record, "steps": steps})
 
-Selector = Callable[[object, int, list[CandidateRecord]], "int | None"]
+
+# select(task, step, candidates, history) -> candidate index, None (abstain), or an object with ``chosen``
+# (index or None) and ``to_json()`` (a judge's Verdict). history: the followed steps so far.
+Selector = Callable[[object, int, list[CandidateRecord], list[CandidateRecord]], object]
 
 
-def first_that_ran(task, step: int, candidates: list[CandidateRecord]) -> int:
+def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=()) -> int:
     """Test-time rule without a judge: the first candidate whose code ran, else candidate 0."""
     return next((i for i, c in enumerate(candidates) if c.ran), 0)
 
@@ -120,13 +138,16 @@ class Agent:
         handle, chosen_code, errors = self.policy.start(context), [], 0
         for step in range(self.config.max_steps):
             candidates = self._candidates(task, handle, step, chosen_code)
-            pick = self.select(task, step, candidates)
-            record.steps.append(StepRecord(context_tokens=_context_len(handle, context), candidates=candidates,
-                                           chosen=pick))
-            if pick is None:
+            chosen, verdict = _selection(self.select(task, step, candidates, record.followed_steps()))
+            follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
+                first_that_ran(task, step, candidates)
+            rec = StepRecord(context_tokens=_context_len(handle, context), candidates=candidates, chosen=chosen,
+                             followed=follow, verdict=verdict)
+            record.steps.append(rec)
+            if follow is None:
                 record.stop_reason = "selector abstained"
                 return record
-            best = candidates[pick]
+            best = candidates[follow]
             if best.has_final_answer:
                 record.final_answer, record.finished, record.stop_reason = best.final_answer, True, "final_answer"
                 return record
@@ -134,7 +155,8 @@ class Agent:
             if errors >= self.config.max_errors:
                 record.stop_reason = f"{errors} failed steps"
                 return record
-            self.policy.commit(handle, pick, self.chat.observation_ids(best.text, best.observation))
+            rec.observation_ids = self.chat.observation_ids(best.text, best.observation)
+            self.policy.commit(handle, follow, rec.observation_ids)
             if best.parse_error is None:
                 chosen_code.append(best.code)
         record.stop_reason = f"max_steps ({self.config.max_steps})"
@@ -160,6 +182,12 @@ class Agent:
                                max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
                                seed=zlib.crc32(f"{c.seed}:{task.id}:{step}:{i}".encode()))
                 for i in range(c.k)]
+
+
+def _selection(value) -> tuple[int | None, dict | None]:
+    if value is None or isinstance(value, int):
+        return value, None
+    return value.chosen, value.to_json()
 
 
 def _parsed(c: Candidate) -> CandidateRecord:

@@ -22,7 +22,7 @@ from sport_fast.answer_rules import gaia_correct, gta_correct
 
 
 def task_outcome(task, traj) -> dict:
-    chosen = traj.chosen_steps()
+    chosen = traj.followed_steps()
     called = sorted({c["name"] for step in chosen for c in step.tool_calls})
     expected = list(task.expected_tools)
     return {"task_id": task.id, "answer": task.answer, "prediction": traj.final_answer, "finished": traj.finished,

@@ -47,6 +47,20 @@ def parse_sampling(body: dict, chat: bool, eos_ids: tuple[int, ...]) -> ParsedRe
     return ParsedRequest(params=params, logprobs=_logprobs(body, chat))
 
 
+def parse_response_format(body: dict) -> dict | None:
+    """The JSON schema of ``response_format`` (type json_schema), None for plain text; 400 otherwise."""
+    fmt = body.get("response_format")
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise RequestError("response_format must be {'type': 'json_schema', 'json_schema': {'schema': ...}} "
+                           "or {'type': 'text'}", "response_format")
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise RequestError("response_format.json_schema.schema must be a JSON schema object", "response_format")
+    return schema
+
+
 def _logprobs(body: dict, chat: bool) -> bool:
     value = body.get("logprobs")
     if chat:

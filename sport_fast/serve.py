@@ -1,7 +1,8 @@
 """``python -m sport_fast.serve``: an OpenAI-compatible HTTP server over the prefix-caching sampler.
 
 Endpoints: GET /v1/models, POST /v1/completions (prompt: text or token ids), POST /v1/chat/completions.
-Fields: n, temperature, top_p, top_k, max_tokens, stop, logprobs, seed. Each choice also carries its
+Fields: n, temperature, top_p, top_k, max_tokens, stop, logprobs, seed, and for chat ``response_format``
+with a JSON schema of flat string/enum properties (``sport_fast.guided``). Each choice also carries its
 ``token_ids`` (and the reply the prompt's), so token-in, token-out clients never re-tokenise. Prompts reuse
 cached prefixes across requests (``usage.prompt_tokens_details.cached_tokens`` says how many). Requests are
 served by threads; the model runs one request at a time. A malformed request gets a 4xx naming the field.
@@ -13,9 +14,11 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sport_fast.openai_protocol import RequestError, completion_response, parse_sampling
+from sport_fast.guided import GuidedDecoder, SchemaError
+from sport_fast.openai_protocol import RequestError, completion_response, parse_response_format, parse_sampling
 from sport_fast.prefix_cache import PrefixCache
 from sport_fast.sampler import PrefixSampler
+from sport_fast.sampling import Candidate
 
 MAX_BODY = 16 << 20
 
@@ -27,6 +30,7 @@ class SamplerService:
         self.name, self.tokenizer = name, tokenizer
         self.sampler = PrefixSampler(model, tokenizer, seed=seed)
         self.cache = PrefixCache(self.sampler, cache_entries)
+        self.guided = GuidedDecoder(model, tokenizer)
         self.lock = threading.Lock()
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids = () if eos is None else (int(eos),)
@@ -37,12 +41,31 @@ class SamplerService:
             raise RequestError(f"model {body.get('model')!r} is not served here (serving {self.name!r})", "model", 404)
         request = parse_sampling(body, chat, self.eos_ids)
         prompt = self._chat_prompt(body) if chat else self._prompt(body)
+        schema = parse_response_format(body) if chat else None
+        if schema is not None:
+            return self._guided(prompt, schema, request)
         with self.lock:
             traj, cached = self.cache.trajectory_for(prompt)
             cands = self.sampler.sample(traj, request.params)
         reply = completion_response(self.name, cands, len(prompt), cached, chat, request.logprobs, self.tokenizer)
         reply["prompt_token_ids"] = prompt
         return reply
+
+    def _guided(self, prompt: list[int], schema: dict, request) -> dict:
+        if request.logprobs:
+            raise RequestError("logprobs are not returned with response_format", "logprobs")
+        cands = []
+        for p in request.params:
+            try:
+                with self.lock:
+                    reply = self.guided.generate(prompt, schema, p)
+            except SchemaError as err:
+                raise RequestError(f"response_format: {err}", "response_format") from None
+            ids = self.tokenizer.encode(reply.text, add_special_tokens=False)
+            cands.append(Candidate(token_ids=ids, finish_reason=reply.finish_reason, text=reply.text))
+        out = completion_response(self.name, cands, len(prompt), 0, True, False, self.tokenizer)
+        out["prompt_token_ids"] = prompt
+        return out
 
     def _prompt(self, body: dict) -> list[int]:
         prompt = body.get("prompt")

@@ -13,13 +13,11 @@ silently dropped. Groups are deduplicated by ``StepGroup.content_hash``.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
-import warnings
 from pathlib import Path
 
+from sport_fast.durable import append_jsonl, atomic_write, read_jsonl, repair_torn_tail
 from sport_fast.step_group import StepGroup
 
 _GROUPS = "groups.jsonl"
@@ -35,8 +33,8 @@ class StepStore:
         self.path.touch(exist_ok=True)
         self._groups: dict[str, StepGroup] = {}
         self.duplicates_skipped = 0
-        self.repaired_bytes = _repair_torn_tail(self.path)
-        for lineno, record in _read_records(self.path):
+        self.repaired_bytes = repair_torn_tail(self.path)
+        for lineno, record in read_jsonl(self.path):
             self._apply(record, lineno)
 
     # -- reading -------------------------------------------------------------------------------
@@ -86,20 +84,12 @@ class StepStore:
         h = hashlib.sha256(data).hexdigest()
         target = self.root / "images" / f"{h}{suffix}"
         if not list((self.root / "images").glob(f"{h}.*")):
-            _atomic_write(target, data)
+            atomic_write(target, data)
         return h
 
     # -- internals -----------------------------------------------------------------------------
     def _write(self, record: dict) -> None:
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        append_jsonl(self.path, record)
 
     def _apply(self, record: dict, lineno: int) -> None:
         where = f"{self.path}:{lineno}"
@@ -124,46 +114,3 @@ class StepStore:
     def _check_ref(record: dict, group: StepGroup, where: str) -> None:
         if len(record["values"]) != group.num_candidates:
             raise ValueError(f"{where}: {len(record['values'])} ref_logps for {group.num_candidates} candidates")
-
-
-def _read_records(path: Path):
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                yield lineno, json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{path}:{lineno}: unreadable record ({err})") from err
-
-
-def _repair_torn_tail(path: Path) -> int:
-    """Fix a last line left without its newline by a crash; returns how many bytes were cut."""
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return 0
-    start = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[start:])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        with open(path, "r+b") as f:
-            f.truncate(start)
-            os.fsync(f.fileno())
-        warnings.warn(f"{path}: cut a torn last record of {len(data) - start} bytes (a crash mid-write)")
-        return len(data) - start
-    with open(path, "ab") as f:  # complete record, only its newline was lost
-        f.write(b"\n")
-        os.fsync(f.fileno())
-    return 0
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

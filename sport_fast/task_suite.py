@@ -30,6 +30,7 @@ def count_colour(rng: random.Random, folder: Path) -> dict:
     n = sum(s["colour"] == colour for s in shapes)
     return {"question": f"How many {colour} shapes are there in shapes.png?", "answer": str(n),
             "files": ["shapes.png"], "tools": ["count_objects"],
+            "captions": {"shapes.png": _shapes_caption(shapes)},
             "steps": [f"r = count_objects('shapes.png', color='{colour}')\nprint(r['count'])",
                       f"final_answer(count_objects('shapes.png', color='{colour}')['count'])"]}
 
@@ -40,6 +41,7 @@ def colour_area(rng: random.Random, folder: Path) -> dict:
     area = sum(s["area"] for s in shapes if s["colour"] == colour)
     return {"question": f"What is the total area, in pixels, of all {colour} shapes in shapes.png?",
             "answer": str(area), "files": ["shapes.png"], "tools": ["count_objects"],
+            "captions": {"shapes.png": _shapes_caption(shapes)},
             "steps": [f"objs = count_objects('shapes.png', color='{colour}', min_area=1)['objects']\n"
                       "print([o['area'] for o in objs])",
                       "final_answer(sum(o['area'] for o in objs))"]}
@@ -52,6 +54,7 @@ def quadrant_count(rng: random.Random, folder: Path) -> dict:
     n = sum(s["cell"][0] // half[0] == qx and s["cell"][1] // half[1] == qy for s in shapes)
     return {"question": f"How many shapes are in the {name} quarter of shapes.png?", "answer": str(n),
             "files": ["shapes.png"], "tools": ["image_size", "crop", "count_objects"],
+            "captions": {"shapes.png": _shapes_caption(shapes)},
             "steps": ["size = image_size('shapes.png')\nprint(size)",
                       f"w, h = size['width'] // 2, size['height'] // 2\nx, y = {qx} * w, {qy} * h\n"
                       "part = crop('shapes.png', [x, y, x + w, y + h])\nprint(part)",
@@ -66,6 +69,8 @@ def tallest_bar(rng: random.Random, folder: Path) -> dict:
     best = colours[heights.index(max(heights))]
     return {"question": "Which colour is the tallest bar in the bar chart chart.png?", "answer": best,
             "files": ["chart.png"], "tools": ["count_objects"],
+            "captions": {"chart.png": f"A bar chart on a white background with {k} vertical bars of different "
+                                      f"colours ({', '.join(sorted(colours))}) standing on a black base line."},
             "steps": ["bars = [o for o in count_objects('chart.png')['objects'] if o['color'] != 'black']\n"
                       "print([(o['color'], o['bbox'][3] - o['bbox'][1]) for o in bars])",
                       "final_answer(max(bars, key=lambda o: o['bbox'][3] - o['bbox'][1])['color'])"]}
@@ -79,6 +84,8 @@ def receipt_total(rng: random.Random, folder: Path) -> dict:
     total = sum(cents)
     return {"question": "What is the total price of all the items on receipt.png? Answer with the number only.",
             "answer": f"{total // 100}.{total % 100:02d}", "files": ["receipt.png"], "tools": ["ocr", "calculator"],
+            "captions": {"receipt.png": "A printed shop receipt in black text on white: a RECEIPT header, then one "
+                                        "line per item with its name and price."},
             "steps": ["text = ocr('receipt.png')\nprint(text)",
                       "prices = [line.split()[-1] for line in text.splitlines()[1:]]\n"
                       "final_answer('%.2f' % calculator(' + '.join(prices)))"]}
@@ -98,6 +105,7 @@ def table_best(rng: random.Random, folder: Path) -> dict:
     return {"question": "In sales.csv, which product had the highest total sales over the four quarters, and what "
                         "was that total? Answer as: product, total", "answer": f"{best}, {totals[best]}",
             "files": ["sales.csv"], "tools": ["read_file"],
+            "captions": {"sales.csv": "A CSV table of quarterly sales (Q1 to Q4) with one row per product."},
             "steps": ["rows = read_file('sales.csv')\nprint(rows)",
                       "totals = {r['product']: sum(int(r[q]) for q in ('Q1', 'Q2', 'Q3', 'Q4')) for r in rows}\n"
                       "best = max(totals, key=totals.get)\nfinal_answer(f'{best}, {totals[best]}')"]}
@@ -110,8 +118,17 @@ def order_number(rng: random.Random, folder: Path) -> dict:
     draw_text_lines(folder / "label.png", ["SHIPPING LABEL"] + lines)
     return {"question": "What is the order number printed on label.png?", "answer": str(number),
             "files": ["label.png"], "tools": ["ocr"],
+            "captions": {"label.png": "A shipping label in black text on white: a SHIPPING LABEL header and lines "
+                                      "giving the number of items, an order number and a weight."},
             "steps": ["text = ocr('label.png')\nprint(text)",
                       "line = [l for l in text.splitlines() if 'ORDER' in l][0]\nfinal_answer(line.split()[-1])"]}
+
+
+def _shapes_caption(shapes: list[dict]) -> str:
+    colours = sorted({s["colour"] for s in shapes})
+    kinds = sorted({s["kind"] for s in shapes})
+    return (f"A white image with separate coloured shapes ({', '.join(kinds)}) scattered on a grid, in "
+            f"{', '.join(colours)}.")
 
 
 FAMILIES = (count_colour, colour_area, quadrant_count, tallest_bar, receipt_total, table_best, order_number)
@@ -134,7 +151,8 @@ def _task(family, rng: random.Random, out: Path, tid: str, split: str) -> Task:
     spec = family(rng, folder)
     return Task(id=f"{tid}-{family.__name__}", question=spec["question"], answer=spec["answer"],
                 files={name: str(folder / name) for name in spec["files"]}, expected_tools=spec["tools"],
-                split=split, source=f"suite:{family.__name__}", reference_steps=spec["steps"])
+                split=split, source=f"suite:{family.__name__}", reference_steps=spec["steps"],
+                captions=spec["captions"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,11 @@ answer form) select GTA's rule; otherwise the answer is scored by GAIA's rule (`
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from sport_fast.durable import atomic_write
 
 
 @dataclass
@@ -23,6 +26,8 @@ class Task:
     split: str = "train"
     source: str = "suite"
     reference_steps: list[str] = field(default_factory=list)  # a program that solves it, step by step
+    captions: dict[str, str] = field(default_factory=dict)     # file name -> what it shows (judge, synthesis)
+    meta: dict = field(default_factory=dict)                   # provenance (synthesis: model, prompt, seed)
 
     def __post_init__(self) -> None:
         if not self.id or not self.question.strip():
@@ -36,11 +41,12 @@ class Task:
 def save_tasks(path: str | Path, tasks: list[Task]) -> None:
     path = Path(path)
     root = path.parent.resolve()
-    with open(path, "w", encoding="utf-8") as f:
-        for task in tasks:
-            record = asdict(task)
-            record["files"] = {k: str(Path(v).resolve().relative_to(root)) for k, v in task.files.items()}
-            f.write(json.dumps(record) + "\n")
+    lines = []
+    for task in tasks:
+        record = asdict(task)
+        record["files"] = {k: os.path.relpath(Path(v).resolve(), root) for k, v in task.files.items()}
+        lines.append(json.dumps(record) + "\n")
+    atomic_write(path, "".join(lines))
 
 
 def load_tasks(path: str | Path) -> list[Task]:

@@ -94,8 +94,12 @@ def test_wrong_unfinished_and_failing_trajectories(smollm2, tasks, sandbox, tool
     agent = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(max_steps=3))
     report = evaluate([task], agent, None)
     assert report["AnsAcc"] == 0.0 and report["CodeExec"] == 1.0 and report["finished"] == 0
-    abstain = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, select=lambda *a: None)
+    abstain = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(on_abstain="stop"),
+                    select=lambda *a: None)
     assert abstain.run(task).stop_reason == "selector abstained"
+    goes_on = Agent(ScriptedPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(max_steps=2),
+                    select=lambda *a: None).run(task)
+    assert goes_on.stop_reason == "max_steps (2)" and [(s.chosen, s.followed) for s in goes_on.steps] == [(None, 0)] * 2
 
 
 def test_gta_and_gaia_directories_load_and_score(smollm2, sandbox, tools, tmp_path):
