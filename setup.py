@@ -64,7 +64,7 @@ setup(
         "accelerate>=1.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
+        "dev": ["pytest>=8", "hypothesis>=6", "nltk>=3.8", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
                 "triton>=3.2"],
         "gpu": ["flash-attn>=2.6", "triton>=3.2"],
         "vllm": ["vllm>=0.10"],
