@@ -21,10 +21,11 @@ from sport_fast.vision_inputs import ImageInputs
 @torch.no_grad()
 def compute_ref_logps(model, groups: Sequence[StepGroup], *, store: StepStore | None = None,
                       images: ImageInputs | None = None, max_tokens: int = 16384, attn: str = "auto",
-                      force: bool = False) -> int:
-    """Fill ``ref_logps`` of every group lacking them (all with force=True); returns how many were computed."""
+                      force: bool = False, adapters: bool = False) -> int:
+    """Fill ``ref_logps`` of every group lacking them (all with force=True); returns how many were computed.
+    adapters=True keeps LoRA adapters on (reference = the policy as it is now, e.g. at a round's start)."""
     todo = [g for g in groups if force or g.ref_logps is None]
-    with reference_mode(model):
+    with reference_mode(model, adapters):
         for batch_groups in token_budget_batches(todo, max_tokens):
             batch = make_tree_batch(model, batch_groups, candidates="all", images=images)
             sums = packed_branch_logps(model, batch, attn=attn).float().cpu()
@@ -36,11 +37,12 @@ def compute_ref_logps(model, groups: Sequence[StepGroup], *, store: StepStore | 
 
 
 @contextlib.contextmanager
-def reference_mode(model):
-    """Eval mode, and adapters disabled when ``model`` is a peft model; both restored on exit."""
+def reference_mode(model, adapters: bool = False):
+    """Eval mode, and adapters disabled when ``model`` is a peft model (unless ``adapters``); restored on exit."""
     was_training = model.training
     model.eval()
-    adapters_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    adapters_off = model.disable_adapter() if hasattr(model, "disable_adapter") and not adapters \
+        else contextlib.nullcontext()
     try:
         with adapters_off:
             yield model

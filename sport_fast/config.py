@@ -1,0 +1,202 @@
+"""The run's configuration: typed dataclasses, one YAML file per recipe (``configs/``), dotted overrides.
+
+``load_config("configs/default.yaml", ["train.beta=0.05", "explore.k=4"])``. Every key is checked: an
+unknown key, in the file or in an override, is an error naming it (with the keys that exist there), and a
+value of the wrong type is an error naming the key and the type expected. Nothing is silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, in one line naming the key."""
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str = "all-linear"
+
+
+@dataclass
+class ModelSection:
+    path: str = "smollm2"            # 'smollm2' (the embedded default) or a local Hugging Face folder
+    dtype: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
+    lora: LoraSection = field(default_factory=LoraSection)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TasksSection:
+    source: str = "suite"            # suite | file | synth
+    train_file: str = ""             # source=file: task JSON lines
+    heldout_file: str = ""           # optional with source=file or synth; else the suite's held-out split
+    suite_seed: int = 0
+    n_train: int = 28                # tasks generated for the suite (source=suite)
+    n_heldout: int = 14
+    per_round: int = 8               # training tasks explored per round
+    synth_per_seed: int = 2          # source=synth: queries per seed file
+    seeds: str = ""                  # source=synth: seed folder or JSON lines (empty: the suite's files)
+
+
+@dataclass
+class ExploreSection:
+    k: int = 4
+    max_steps: int = 4
+    max_errors: int = 2
+    max_new_tokens: int = 192
+    first_temperature: float = 0.7
+    other_temperature: float = 1.2
+    sandbox_timeout_s: float = 20.0
+    sandbox_memory_mb: int = 2048
+
+
+@dataclass
+class JudgeSection:
+    backend: str = "serve"           # serve: sport_fast.serve over loopback | openai: base_url | local: the policy
+    judge_model: str = "smollm2"     # backend=serve: which model the loopback server loads
+    base_url: str = ""
+    model: str = ""
+    timeout_s: float = 120.0
+    max_retries: int = 2
+    max_concurrency: int = 4
+    structured: bool = True
+    two_orders: bool = False
+    judge_single: bool = False
+    max_tokens: int = 96
+    rule: str = "sport"              # rejected candidates: sport | all | worst
+    bleu_threshold: float = 0.3
+
+
+@dataclass
+class TrainSection:
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    epochs: int = 2
+    grad_accum: int = 1
+    max_tokens_per_batch: int = 4096
+    max_grad_norm: float = 1.0
+    reference: str = "initial"       # initial | round_start
+    kernel_impl: str = "auto"
+
+
+@dataclass
+class EvalSection:
+    enabled: bool = True
+    n_tasks: int = 7                 # held-out tasks evaluated before the first round and after each
+    k: int = 1
+    max_steps: int = 4
+
+
+@dataclass
+class DistributedSection:
+    deepspeed: str = ""              # path to a DeepSpeed JSON config; empty: single process
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    out_dir: str = "runs/default"
+    seed: int = 0
+    rounds: int = 1
+    model: ModelSection = field(default_factory=ModelSection)
+    tasks: TasksSection = field(default_factory=TasksSection)
+    explore: ExploreSection = field(default_factory=ExploreSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+
+    def __post_init__(self) -> None:
+        _check_choice("tasks.source", self.tasks.source, ("suite", "file", "synth"))
+        _check_choice("judge.backend", self.judge.backend, ("serve", "openai", "local"))
+        _check_choice("judge.rule", self.judge.rule, ("sport", "all", "worst"))
+        _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
+        _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.tasks.source == "file" and not self.tasks.train_file:
+            raise ConfigError("tasks.source=file needs tasks.train_file")
+        if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
+            raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
+        if self.rounds < 1 or self.explore.k < 1 or self.train.epochs < 1 or self.train.grad_accum < 1:
+            raise ConfigError("rounds, explore.k, train.epochs and train.grad_accum must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return _build(Config, raw, "")
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    node = raw
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+    node[leaf] = value
+
+
+def _build(cls, raw, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known here: {', '.join(sorted(fields))})")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _typed(value, hint, f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise err from None
+
+
+def _typed(value, hint, key: str):
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and value is None:
+        return ""
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
