@@ -128,6 +128,9 @@ class Config:
             raise ConfigError("tasks.source=file needs tasks.train_file")
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
             raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
+        if not self.model.lora.enabled and self.train.reference == "initial" and self.rounds > 1:
+            raise ConfigError("train.reference=initial with full fine-tuning needs a frozen copy of the initial "
+                              "model, which is not built; use train.reference=round_start (or LoRA)")
         if self.rounds < 1 or self.explore.k < 1 or self.train.epochs < 1 or self.train.grad_accum < 1:
             raise ConfigError("rounds, explore.k, train.epochs and train.grad_accum must be >= 1")
 

@@ -90,8 +90,8 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_p
 @pytest.mark.parametrize("extra, message", [
     (["train.bta=0.1"], "unknown config key train.bta"),
     (["model.path=/nonexistent/model"], "model path /nonexistent/model does not exist"),
-    (["tasks.train_file=EMPTY"], "has no tasks"),
-    (["tasks.train_file=CORRUPT"], "image a.png"),
+    (["tasks.source=file", "tasks.train_file=EMPTY"], "has no tasks"),
+    (["tasks.source=file", "tasks.train_file=CORRUPT"], "image a.png"),
     (["judge.backend=openai", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=x"],
      "judge endpoint http://127.0.0.1:9/v1 is unreachable"),
 ])
