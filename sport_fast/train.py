@@ -174,9 +174,10 @@ def _round_tasks(cfg, r, rdir, train_tasks, judge_backend, tools, setup):
 def _cache_reuse(path: Path) -> float:
     """Share of context tokens the sampler served from cache rather than prefilling, over the round."""
     from sport_fast.durable import read_jsonl
-    steps = [s for _, rec in read_jsonl(path) for s in rec["trajectory"]["steps"]]
+    trajectories = [rec["trajectory"] for _, rec in read_jsonl(path)]
+    steps = [s for t in trajectories for s in t["steps"]]
     total = sum(s["context_tokens"] for s in steps)
-    prefilled = sum(len(rec["trajectory"]["context_ids"]) for _, rec in read_jsonl(path))
+    prefilled = sum(len(t["context_ids"]) for t in trajectories)
     prefilled += sum(len(s["observation_ids"]) + 1 for s in steps if s["followed"] is not None)
     return max(0.0, 1 - prefilled / total) if total else 0.0
 
