@@ -103,11 +103,10 @@ class LocalChatBackend:
         self.lock = threading.Lock()
 
     def complete(self, request: ChatRequest) -> ChatReply:
+        from sport_fast.chat_format import template_ids
         from sport_fast.sampling import SamplingParams
         t0 = time.perf_counter()
-        ids = self.tokenizer.apply_chat_template(request.payload()["messages"], add_generation_prompt=True,
-                                                 tokenize=True)
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        ids = template_ids(self.tokenizer, request.payload()["messages"])
         eos = getattr(self.tokenizer, "eos_token_id", None)
         params = SamplingParams(temperature=request.temperature, max_new_tokens=request.max_tokens,
                                 seed=request.seed, stop_token_ids=() if eos is None else (int(eos),))

@@ -10,6 +10,12 @@ from __future__ import annotations
 _A, _U = "\x00ASSISTANT_SENTINEL\x00", "\x00USER_SENTINEL\x00"
 
 
+def template_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of ``messages`` under the tokenizer's chat template, with the assistant turn opened."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 class ChatFormat:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -22,10 +28,7 @@ class ChatFormat:
         self.close_user_open_assistant = rendered.split(_U, 1)[1]
 
     def prompt_ids(self, system: str, user: str) -> list[int]:
-        ids = self.tokenizer.apply_chat_template([{"role": "system", "content": system},
-                                                  {"role": "user", "content": user}],
-                                                 tokenize=True, add_generation_prompt=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return template_ids(self.tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": user}])
 
     def observation_ids(self, step_text: str, observation: str) -> list[int]:
         """Tokens that follow a step's own tokens: end of the assistant turn (unless the step already

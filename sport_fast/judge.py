@@ -154,11 +154,6 @@ class StepJudge:
                 s.by_rule += verdict.kind == "rule"
         return verdict
 
-    def reset_stats(self) -> JudgeStats:
-        with self.lock:
-            stats, self.stats = self.stats, JudgeStats()
-        return stats
-
 
 def reply_schema(tags: list[str]) -> dict:
     return {"type": "object", "properties": {"best": {"type": "string", "enum": list(tags)},

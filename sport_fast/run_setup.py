@@ -97,14 +97,11 @@ def load_task_sets(cfg, root: Path):
 
 def _check_files(task) -> None:
     """Every image a task names must open: a corrupt one is named here, not deep in a sandbox run."""
-    from PIL import Image, UnidentifiedImageError
+    from sport_fast.task_images import image_problem
     for name, path in task.files.items():
-        if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"):
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
-                raise SetupError(f"task {task.id}: image {name} ({path}) is corrupt or not an image: {err}") from None
+        problem = image_problem(path)
+        if problem:
+            raise SetupError(f"task {task.id}: image {name}: {problem}")
 
 
 def round_tasks(tasks: list, per_round: int, round_: int) -> list:

@@ -14,6 +14,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sport_fast.chat_format import template_ids
 from sport_fast.guided import GuidedDecoder, SchemaError
 from sport_fast.openai_protocol import RequestError, completion_response, parse_response_format, parse_sampling
 from sport_fast.prefix_cache import PrefixCache
@@ -87,8 +88,7 @@ class SamplerService:
                     or not isinstance(m.get("content"), str):
                 raise RequestError(f"messages[{i}] needs a role (system, user, assistant, tool) and text content",
                                    "messages")
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return template_ids(self.tokenizer, messages)
 
 
 def make_handler(service: SamplerService):

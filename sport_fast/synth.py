@@ -28,10 +28,10 @@ from pathlib import Path
 from sport_fast.bleu import char_bleu
 from sport_fast.chat_client import ChatRequest
 from sport_fast.durable import append_jsonl
+from sport_fast.task_images import IMAGE_SUFFIXES, image_problem
 from sport_fast.tasks import Task, save_tasks
 
 PROMPT_VERSION = "synth-v1"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 BUILTIN_EXAMPLES = (
     "How many red circles are in the picture?",
     "What is the sum of all prices listed on this receipt?",
@@ -214,16 +214,11 @@ def _seed(root: Path, record, where: str) -> Seed:
 
 
 def _check_image(path: Path, where: str) -> None:
-    from PIL import Image, UnidentifiedImageError
     if not path.is_file():
         raise FileNotFoundError(f"{where}: seed image {path} does not exist")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return  # a non-image seed file (CSV, PDF) is taken as it is
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{where}: seed image {path} is corrupt or not an image ({err})") from None
+    problem = image_problem(path)
+    if problem:
+        raise ValueError(f"{where}: seed image {problem}")
 
 
 def _jsonl(path: Path):

@@ -16,7 +16,7 @@ import csv
 import random
 from pathlib import Path
 
-from sport_fast.task_images import GRID, CELL, SHAPE_COLOURS, draw_bars, draw_shapes, draw_text_lines
+from sport_fast.task_images import GRID, SHAPE_COLOURS, draw_bars, draw_shapes, draw_text_lines
 from sport_fast.tasks import Task, save_tasks
 
 ITEMS = ("COFFEE", "BAGEL", "TEA", "MUFFIN", "JUICE", "SALAD", "SOUP", "COOKIE", "WATER", "TOAST")

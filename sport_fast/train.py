@@ -17,7 +17,6 @@ Bad input (config typo, missing model, empty task file, unreachable judge) is on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import zlib

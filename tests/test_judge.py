@@ -4,7 +4,6 @@ against the project's own server and against a scripted server that misbehaves."
 import json
 import threading
 import time
-import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
