@@ -7,7 +7,10 @@ with candidate 0 and a fixed observation.
   (a) SPORT's way: generate() for candidate 0 at temperature 0.7, then generate(num_return_sequences=4) at
       1.2, each re-prefilling the whole context (and generate expands the prompt K-fold before prefill);
   (b) generate(num_return_sequences=5) once per step;
-  (c) sport_fast.sampler.PrefixSampler: one prefill per trajectory, K siblings from its KV, commit.
+  (c) sport_fast.sampler.PrefixSampler, one trajectory at a time: one prefill per trajectory, K siblings
+      from its KV, commit;
+  (d) the same sampler with the 4 trajectories batched (``sample_many``): 20 rows per decode forward.
+  A batched step's wall time is shared equally by the trajectories in it.
 
 Each peer runs in its own process (peak memory is its own). Usage: python benchmarks/w3_exploration.py
 """
@@ -79,29 +82,36 @@ def run_hf(model, tok, peer):
             else:
                 cands, prefilled = hf_generate(model, ctx, SHAPE["k"], 1.0, seed=100 * t + s)
             steps.append({"seconds": time.perf_counter() - t0, "context": len(ctx), "prefilled": prefilled,
-                          "generated": sum(map(len, cands))})
+                          "generated": sum(map(len, cands)), "step": s})
             ctx = ctx + cands[0] + obs
     return steps
 
 
-def run_ours(model, tok):
-    from sport_fast.sampler import PrefixSampler
+def _params(t, s):
     from sport_fast.sampling import SamplingParams
-    obs = tok.encode(OBSERVATION, add_special_tokens=False)
     new = SHAPE["new_tokens"]
+    return [SamplingParams(temperature=0.7, max_new_tokens=new, seed=1000 * t + 10 * s)] + \
+           [SamplingParams(temperature=1.2, max_new_tokens=new, seed=1000 * t + 10 * s + i)
+            for i in range(1, SHAPE["k"])]
+
+
+def run_ours(model, tok, batched: bool):
+    from sport_fast.sampler import PrefixSampler
+    obs = tok.encode(OBSERVATION, add_special_tokens=False)
     sampler, steps = PrefixSampler(model, tok, seed=0), []
-    for t, ctx in enumerate(contexts(tok)):
-        traj = sampler.start(ctx)
+    trajs = [sampler.start(ctx) for ctx in contexts(tok)]
+    groups = [list(range(len(trajs)))] if batched else [[t] for t in range(len(trajs))]
+    for group in groups:
         for s in range(SHAPE["steps"]):
-            params = [SamplingParams(temperature=0.7, max_new_tokens=new, seed=1000 * t + 10 * s)] + \
-                     [SamplingParams(temperature=1.2, max_new_tokens=new, seed=1000 * t + 10 * s + i)
-                      for i in range(1, SHAPE["k"])]
             t0 = time.perf_counter()
-            cands = sampler.sample(traj, params)
-            sampler.commit(traj, 0, obs)  # the chosen step's observation prefill belongs to this step's cost
-            c = traj.steps[-1]
-            steps.append({"seconds": time.perf_counter() - t0, "context": c.context_tokens,
-                          "prefilled": c.prefilled_tokens, "generated": sum(len(x.token_ids) for x in cands)})
+            results = sampler.sample_many([(trajs[t], _params(t, s)) for t in group])
+            for t in group:  # the chosen step's observation prefill belongs to this step's cost
+                sampler.commit(trajs[t], 0, obs)
+            seconds = (time.perf_counter() - t0) / len(group)
+            for t, cands in zip(group, results):
+                c = trajs[t].steps[-1]
+                steps.append({"seconds": seconds, "context": c.context_tokens, "prefilled": c.prefilled_tokens,
+                              "generated": sum(len(x.token_ids) for x in cands), "step": s})
     return steps
 
 
@@ -109,17 +119,17 @@ def run_peer(peer: str) -> dict:
     from sport_fast.models import load_smollm2
     model, tok = load_smollm2()
     with torch.no_grad():
-        steps = run_ours(model, tok) if peer == "c" else run_hf(model, tok, peer)
+        steps = run_ours(model, tok, peer == "d") if peer in "cd" else run_hf(model, tok, peer)
     return {"peer": peer, "steps": steps, "peak_rss_mib": peak_rss_mib()}
 
 
 NAMES = {"a": "(a) SPORT: generate x2, re-prefill", "b": "(b) generate(num_return_sequences=5)",
-         "c": "(c) sport_fast PrefixSampler"}
+         "c": "(c) sport_fast PrefixSampler", "d": "(d) sport_fast PrefixSampler, 4 batched"}
 
 
 def summarise(result: dict) -> dict:
     steps = result["steps"]
-    later = [s for i, s in enumerate(steps) if i % SHAPE["steps"] > 0]  # steps after each trajectory's first
+    later = [s for s in steps if s["step"] > 0]  # steps after each trajectory's first
     total = sum(s["seconds"] for s in steps)
     return {"peer": NAMES[result["peer"]], "seconds_per_step": total / len(steps),
             "generated_tokens_per_s": sum(s["generated"] for s in steps) / total,
@@ -140,7 +150,7 @@ def main() -> None:
                                                 capture_output=True, text=True).stdout.splitlines()[-1]))
             for p in NAMES]
     base = {**stamp(), "workload": "W3-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}
-    ours = rows[-1]["seconds_per_step"]
+    ours = rows[-1]["seconds_per_step"]  # the batched sampler, as exploration runs it
     print(f"{'peer':40s} {'s/step':>7s} {'gen tok/s':>9s} {'prefill/ctx':>11s} {'reuse>1st':>9s} {'ctx':>6s} "
           f"{'RSS MiB':>8s} {'x vs ours':>9s}")
     for r in rows:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from sport_fast.sampling import SamplingParams, sample_token
+from sport_fast.sampling import SamplingParams, draw, sample_token
 
 
 class SchemaError(ValueError):
@@ -104,7 +104,7 @@ class GuidedDecoder:
             _crop_to(cache, start)
         scores_t = torch.tensor(scores)
         pick = int(scores_t.argmax()) if params.temperature == 0 else \
-            int(torch.multinomial(torch.softmax(scores_t / params.temperature, -1), 1, generator=gen))
+            draw(torch.softmax(scores_t / params.temperature, -1), gen)
         escaped = json.dumps(options[pick])[1:-1]
         return escaped, self._after(cache, escaped)
 

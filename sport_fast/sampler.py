@@ -1,12 +1,15 @@
-"""Prefix-caching step sampler: prefill a trajectory's context once, sample K sibling steps from its KV,
-and keep the chosen step's KV so the next step prefills only the observation.
+"""Prefix-caching step sampler: prefill a trajectory's context once, sample K sibling steps that all read
+that one copy of its KV, and keep the chosen step's KV so the next step prefills only the observation.
 
 Per step of a trajectory (context of L tokens, K candidates):
 1. the context's KV is already cached (batch 1) with the logits of its last token;
-2. the cache is copied to K rows in memory (no recomputation) and the K candidates decode in one batch,
-   each with its own sampling parameters and seeded generator;
-3. ``commit(candidate, observation)`` keeps that candidate's row, crops the rows' unused tail, and
+2. the K candidates decode as K rows of one batch, each with its own sampling parameters and seeded
+   generator; every row attends to the shared context KV in place (``prefix_attention``) and keeps only
+   its own new tokens in a small suffix cache: the context is neither recomputed nor copied;
+3. ``commit(candidate, observation)`` appends that candidate's suffix KV to the context cache and
    prefills the candidate's last token plus the observation: 1 + len(observation) tokens.
+``sample_many`` does step 2 for several trajectories at once (contexts of any lengths, no padding): one
+forward per decoded token for all their rows.
 
 Token-in, token-out: candidate ids are kept verbatim, so the next context is token-identical to what was
 sampled and to what training packs. ``load_weights`` bumps a version; a trajectory whose cache predates
@@ -22,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.growing_cache import growing_cache
+from sport_fast.prefix_attention import PrefixPlan, decode_attention
 from sport_fast.sampling import Candidate, SamplingParams, sample_token
 
 
@@ -46,6 +50,7 @@ class Trajectory:
     pending: list[Candidate] = field(default_factory=list)
     steps: list[StepCounters] = field(default_factory=list)
     prefilled_since_step: int = 0       # tokens prefilled since the last sample (by commit or a rebuild)
+    pending_kv: list | None = None      # per layer (keys, values) of the pending candidates' new tokens
 
 
 class PrefixSampler:
@@ -67,16 +72,28 @@ class PrefixSampler:
     @torch.no_grad()
     def sample(self, traj: Trajectory, params: Sequence[SamplingParams]) -> list[Candidate]:
         """K = len(params) candidates continuing ``traj``'s context, decoded together from its cached KV."""
-        if not params:
-            raise ValueError("sample: need at least one SamplingParams")
-        self._ensure_prefilled(traj)
-        counters = StepCounters(context_tokens=len(traj.context_ids), prefilled_tokens=traj.prefilled_since_step,
-                                cached_tokens=len(traj.context_ids) - traj.prefilled_since_step)
-        traj.prefilled_since_step = 0
-        cands = self._decode(traj, params)
-        counters.generated_tokens = sum(len(c.token_ids) for c in cands)
-        traj.pending, traj.steps = cands, traj.steps + [counters]
-        return cands
+        return self.sample_many([(traj, params)])[0]
+
+    @torch.no_grad()
+    def sample_many(self, requests: Sequence[tuple[Trajectory, Sequence[SamplingParams]]]) -> list[list[Candidate]]:
+        """Candidates for several trajectories at once: all their rows decode in one batch (each trajectory's
+        cached context copied to its K rows, shorter contexts padded on the left), one forward per token."""
+        if not requests:
+            return []
+        if any(not params for _, params in requests):
+            raise ValueError("sample: need at least one SamplingParams per trajectory")
+        if len({id(traj) for traj, _ in requests}) != len(requests):
+            raise ValueError("sample_many: a trajectory appears twice")
+        for traj, _ in requests:
+            self._ensure_prefilled(traj)
+        counters = [StepCounters(context_tokens=len(t.context_ids), prefilled_tokens=t.prefilled_since_step,
+                                 cached_tokens=len(t.context_ids) - t.prefilled_since_step) for t, _ in requests]
+        results = self._decode([t for t, _ in requests], [list(p) for _, p in requests])
+        for (traj, _), count, cands in zip(requests, counters, results):
+            traj.prefilled_since_step = 0
+            count.generated_tokens = sum(len(c.token_ids) for c in cands)
+            traj.pending, traj.steps = cands, traj.steps + [count]
+        return results
 
     @torch.no_grad()
     def commit(self, traj: Trajectory, candidate: int, observation_ids: Sequence[int] = ()) -> None:
@@ -85,12 +102,13 @@ class PrefixSampler:
             raise ValueError(f"commit: no pending candidate {candidate} (have {len(traj.pending)})")
         chosen = traj.pending[candidate].token_ids
         if traj.weights_version == self.weights_version:
-            keep = traj.cached_len + len(chosen) - 1  # the last sampled token was never fed
-            traj.cache.batch_select_indices(torch.tensor([candidate]))
-            traj.cache.crop(keep - traj.cache.get_seq_length())
-            traj.cached_len = keep
+            kept = len(chosen) - 1  # the last sampled token was never fed (or fed after it ended)
+            for layer, (keys, values) in zip(traj.cache.layers, traj.pending_kv):
+                if kept:
+                    layer.update(keys[candidate:candidate + 1, :, :kept], values[candidate:candidate + 1, :, :kept])
+            traj.cached_len += kept
         traj.context_ids = traj.context_ids + chosen + [int(t) for t in observation_ids]
-        traj.pending = []
+        traj.pending, traj.pending_kv = [], None
         if traj.weights_version == self.weights_version:
             traj.last_logits = self._prefill(traj, traj.context_ids[traj.cached_len:])
 
@@ -121,8 +139,7 @@ class PrefixSampler:
             traj.weights_version = self.weights_version
             traj.prefilled_since_step = 0
             traj.last_logits = self._prefill(traj, traj.context_ids)
-        elif traj.cache.get_seq_length() != traj.cached_len or _batch(traj.cache) != 1:
-            self._reset_to_prefix(traj)  # sampled again without a commit: back to the context rows
+        traj.pending, traj.pending_kv = [], None  # sampling again without a commit drops the last candidates
 
     def _prefill(self, traj: Trajectory, new_ids: list[int]) -> torch.Tensor:
         """Run ``new_ids`` through the model on top of the cache; returns the last position's logits (V,)."""
@@ -133,38 +150,42 @@ class PrefixSampler:
         traj.prefilled_since_step += len(new_ids)
         return out.logits[0, -1].float()
 
-    def _reset_to_prefix(self, traj: Trajectory) -> None:
-        """Back to the context's single row; the candidates' rows are gone, so none can be committed."""
-        traj.pending = []
-        traj.cache.batch_select_indices(torch.tensor([0]))
-        traj.cache.crop(traj.cached_len - traj.cache.get_seq_length())
-
-    def _decode(self, traj: Trajectory, params: Sequence[SamplingParams]) -> list[Candidate]:
-        k = len(params)
-        gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(traj, i))
-                for i, p in enumerate(params)]
-        cands = [Candidate() for _ in params]
-        if k > 1:
-            traj.cache.batch_repeat_interleave(k)  # K copies of the prefix KV: a copy, not a prefill
-        logits = traj.last_logits.expand(k, -1)
+    def _decode(self, trajs: list[Trajectory], params: list[list[SamplingParams]]) -> list[list[Candidate]]:
+        rows = [(t, i, p) for t, ps in zip(trajs, params) for i, p in enumerate(ps)]
         device = next(self.model.parameters()).device
-        for _ in range(max(p.max_new_tokens for p in params)):
-            active = [i for i, c in enumerate(cands) if c.finish_reason is None]
-            if not active:
-                break
-            feed = torch.zeros(k, 1, dtype=torch.long, device=device)
-            for i in active:
-                token, logp = sample_token(logits[i], params[i], traj.context_ids + cands[i].token_ids, gens[i])
-                cands[i].token_ids.append(token)
-                cands[i].logprobs.append(logp)
-                feed[i, 0] = token
-                self._maybe_finish(cands[i], params[i])
-            if all(c.finish_reason is not None for c in cands):
-                break
-            logits = self.model(input_ids=feed, past_key_values=traj.cache, use_cache=True).logits[:, -1].float()
+        plan, start = PrefixPlan([]), 0
+        for traj, ps in zip(trajs, params):
+            plan.groups.append((start, start + len(ps), traj.cache))
+            start += len(ps)
+        suffix = growing_cache(self.model.config)
+        positions = torch.tensor([t.cached_len for t, _, _ in rows], device=device)
+        gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
+                for t, i, p in rows]
+        cands = [Candidate() for _ in rows]
+        logits = torch.stack([t.last_logits for t, _, _ in rows])
+        with decode_attention(self.model):
+            for step in range(max(p.max_new_tokens for _, _, p in rows)):
+                feed = torch.zeros(len(rows), 1, dtype=torch.long, device=device)
+                raw_logp = torch.log_softmax(logits, dim=-1)
+                for r, (traj, _, p) in enumerate(rows):
+                    if cands[r].finish_reason is None:
+                        history = traj.context_ids + cands[r].token_ids if p.repetition_penalty != 1.0 else ()
+                        token, logp = sample_token(logits[r], p, history, gens[r], raw_logp[r])
+                        cands[r].token_ids.append(token)
+                        cands[r].logprobs.append(logp)
+                        feed[r, 0] = token
+                        self._maybe_finish(cands[r], p)
+                if all(c.finish_reason is not None for c in cands):
+                    break
+                out = self.model(input_ids=feed, past_key_values=suffix, position_ids=(positions + step)[:, None],
+                                 use_cache=True, sport_prefix=plan)
+                logits = out.logits[:, -1].float()
         for c in cands:
             c.text = self.tokenizer.decode(c.token_ids) if self.tokenizer is not None else None
-        return cands
+        for traj, (start, stop, _) in zip(trajs, plan.groups):  # rows of never-fed layers stay (None, None)
+            traj.pending_kv = [(layer.keys[start:stop], layer.values[start:stop]) if layer.is_initialized
+                               else (None, None) for layer in suffix.layers]
+        return [cands[start:stop] for start, stop, _ in plan.groups]
 
     def _maybe_finish(self, cand: Candidate, params: SamplingParams) -> None:
         if cand.token_ids[-1] in params.stop_token_ids:
@@ -182,8 +203,3 @@ class PrefixSampler:
 def _ends_with_stop(tokenizer, cand: Candidate, stops: tuple[str, ...]) -> bool:
     tail = tokenizer.decode(cand.token_ids[-16:])
     return any(s in tail for s in stops)
-
-
-def _batch(cache: DynamicCache) -> int:
-    layer = cache.layers[0]
-    return 0 if layer.keys is None else layer.keys.shape[0]

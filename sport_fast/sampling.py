@@ -43,16 +43,26 @@ class Candidate:
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int],
-                 generator: torch.Generator) -> tuple[int, float]:
-    """(token, its raw log-prob) from one row of logits (V,) under ``params``."""
-    raw_logp = torch.log_softmax(logits.float(), dim=-1)
+                 generator: torch.Generator, raw_logp: torch.Tensor | None = None) -> tuple[int, float]:
+    """(token, its raw log-prob) from one row of logits (V,) under ``params``; ``raw_logp``: that row's
+    log-softmax if the caller already has it (computed for all rows at once)."""
+    if raw_logp is None:
+        raw_logp = torch.log_softmax(logits.float(), dim=-1)
     scores = _penalise_repeats(logits.float().clone(), history, params.repetition_penalty)
     if params.temperature == 0:
         token = int(scores.argmax())
     else:
         scores = _filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
-        token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+        token = draw(torch.softmax(scores, dim=-1), generator)
     return token, float(raw_logp[token])
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """One token from ``probs`` (V,) by inverting its CDF at a uniform draw from ``generator``: the same
+    distribution as ``torch.multinomial``, with one random number instead of V exponentials."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand(1, generator=generator, dtype=torch.float64) * cdf[-1]
+    return int(torch.searchsorted(cdf, u, right=True).clamp_max(probs.numel() - 1))
 
 
 def _penalise_repeats(scores: torch.Tensor, history: list[int], penalty: float) -> torch.Tensor:

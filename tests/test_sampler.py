@@ -149,3 +149,68 @@ def test_smollm2_greedy_steps_equal_generate(smollm2):
     sampler.commit(traj, 0, tok.encode("\nObservation: 4\n", add_special_tokens=False))
     nxt = sampler.sample(traj, [SamplingParams(temperature=0, max_new_tokens=6)])
     assert nxt[0].token_ids == hf_greedy(model, traj.context_ids, 6)
+
+
+def _uncached_logps(model, ctx, tokens):
+    with torch.no_grad():
+        logp = model.double()(torch.tensor([ctx + tokens])).logits[0].log_softmax(-1)
+    model.float()
+    return [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(tokens)]
+
+
+@pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_llama], ids=["qwen2", "llama"])
+def test_batched_trajectories_equal_each_alone_over_two_steps(make_model):
+    """Three trajectories of different lengths and K, decoded as one padded batch, then committed to
+    different candidates and decoded again: every token equals the one each trajectory gets alone, and
+    every log-prob equals an uncached float64 forward of its own context."""
+    model = make_model(8)
+    contexts = [context(80, 9), context(81, 31), context(82, 20)]
+    hot = [[SamplingParams(temperature=1.1, seed=10 * t + i, max_new_tokens=7 + 2 * i) for i in range(k)]
+           for t, k in enumerate((3, 1, 4))]
+    observations, picks = [[3, 4], [5], [6, 7, 8]], [2, 0, 1]
+
+    def alone(t):
+        sampler = PrefixSampler(model)
+        traj = sampler.start(contexts[t])
+        first = sampler.sample(traj, hot[t])
+        sampler.commit(traj, picks[t], observations[t])
+        return traj, first, sampler.sample(traj, [GREEDY, hot[t][0]])
+
+    sampler = PrefixSampler(model)
+    trajs = [sampler.start(c) for c in contexts]
+    first = sampler.sample_many(list(zip(trajs, hot)))
+    for traj, pick, obs in zip(trajs, picks, observations):
+        sampler.commit(traj, pick, obs)
+    second = sampler.sample_many([(traj, [GREEDY, hot[t][0]]) for t, traj in enumerate(trajs)])
+    for t, traj in enumerate(trajs):
+        ref_traj, ref_first, ref_second = alone(t)
+        assert [c.token_ids for c in first[t]] == [c.token_ids for c in ref_first]
+        assert [c.token_ids for c in second[t]] == [c.token_ids for c in ref_second]
+        assert traj.context_ids == ref_traj.context_ids
+        assert traj.steps[1].prefilled_tokens == 1 + len(observations[t]), "commit must prefill only new tokens"
+        for ctx, cand in [(contexts[t], first[t][-1]), (traj.context_ids, second[t][0])]:
+            torch.testing.assert_close(torch.tensor(cand.logprobs, dtype=torch.float64),
+                                       torch.tensor(_uncached_logps(model, ctx, cand.token_ids),
+                                                    dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    assert second[1][0].token_ids == hf_greedy(model, trajs[1].context_ids, 10)
+
+
+def test_sample_many_refuses_a_trajectory_twice_and_empty_params():
+    sampler = PrefixSampler(tiny_qwen2())
+    traj = sampler.start([1, 2, 3])
+    with pytest.raises(ValueError, match="twice"):
+        sampler.sample_many([(traj, [GREEDY]), (traj, [GREEDY])])
+    with pytest.raises(ValueError, match="at least one"):
+        sampler.sample_many([(traj, [])])
+    assert sampler.sample_many([]) == []
+
+
+def test_draw_follows_the_distribution_and_never_picks_a_zero():
+    from sport_fast.sampling import draw
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.tensor([draw(probs, gen) for _ in range(20000)]), minlength=6).double()
+    assert counts[[0, 2, 5]].sum() == 0
+    expected = probs.double() * 20000
+    chi2 = float(((counts - expected)[[1, 3, 4]] ** 2 / expected[[1, 3, 4]]).sum())
+    assert chi2 < 13.8, f"chi-square {chi2:.1f} with 2 degrees of freedom (p < 0.001)"

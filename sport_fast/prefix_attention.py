@@ -1,0 +1,82 @@
+"""Shared-prefix decode attention: K sibling candidates read their trajectory's context KV once, not K times.
+
+While candidates decode, each trajectory's context KV stays where it is (its own batch-1 cache, any length)
+and only the new tokens live in a small per-row suffix cache. For the rows of trajectory i (queries
+q: K x heads x dim), attention over [context_i ; own suffix] is split in two and recombined exactly:
+
+    out = softmax-weighted sum over the context (one matmul for all K rows and grouped heads, reading the
+          context once) merged with the one over the row's own suffix, by their log-sum-exps.
+
+No row ever holds a copy of its context and no padding is needed between trajectories of different
+lengths. Decode steps only (one query per row): the mask is implicit (every context and suffix position
+is visible). Hugging Face models reach this through a registered attention implementation that
+``decode_attention`` switches on for the decoder's attention modules for the duration of a forward.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface
+
+NAME = "sport_shared_prefix"
+
+
+@dataclass
+class PrefixPlan:
+    """Rows [start, stop) of the decode batch continue the context held by ``cache`` (batch 1)."""
+    groups: list[tuple[int, int, object]]
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
+                            sport_prefix: PrefixPlan | None = None, **kwargs):
+    """(rows, 1, heads, dim) attention output, the Hugging Face attention-function contract."""
+    if sport_prefix is None or query.shape[2] != 1:
+        raise RuntimeError("shared_prefix_attention: only for decode steps run by PrefixSampler")
+    if getattr(module, "sliding_window", None) or getattr(module, "attn_logit_softcapping", None):
+        raise RuntimeError("shared_prefix_attention: sliding-window and soft-capped attention are not supported")
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    q = query.reshape(rows, kv_heads, group, dim)
+    out_s, lse_s = _attend(q, key, value, scale)                          # (R, Hkv, g, D), (R, Hkv, g)
+    out_p, lse_p = [], []
+    for start, stop, cache in sport_prefix.groups:
+        layer = cache.layers[module.layer_idx]
+        k = stop - start
+        qi = q[start:stop].permute(1, 0, 2, 3).reshape(kv_heads, k * group, dim)
+        o, lse = _attend(qi, layer.keys[0], layer.values[0], scale)        # (Hkv, K*g, D), (Hkv, K*g)
+        out_p.append(o.view(kv_heads, k, group, dim).permute(1, 0, 2, 3))
+        lse_p.append(lse.view(kv_heads, k, group).permute(1, 0, 2))
+    out_p, lse_p = torch.cat(out_p), torch.cat(lse_p)
+    lse = torch.logaddexp(lse_p, lse_s)
+    out = out_p * torch.exp(lse_p - lse)[..., None] + out_s * torch.exp(lse_s - lse)[..., None]
+    return out.reshape(rows, 1, heads, dim).to(query.dtype), None
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale) v and the log-sum-exp of the scores, scores in float32."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - lse[..., None]).to(v.dtype)
+    return torch.matmul(probs, v).float(), lse
+
+
+AttentionInterface.register(NAME, shared_prefix_attention)
+
+
+@contextmanager
+def decode_attention(model):
+    """Route the decoder's attention modules through ``shared_prefix_attention`` inside the block."""
+    configs = {id(m.config): m.config for m in model.modules()
+               if hasattr(m, "layer_idx") and hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
+    saved = {key: cfg._attn_implementation_internal for key, cfg in configs.items()}
+    try:
+        for cfg in configs.values():
+            cfg._attn_implementation_internal = NAME
+        yield
+    finally:
+        for key, cfg in configs.items():
+            cfg._attn_implementation_internal = saved[key]
