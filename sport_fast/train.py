@@ -40,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(cfg) -> int:
+    parallel = _join(cfg)
+    if parallel is not None and not parallel.main:
+        return _follow(cfg, parallel)
+    try:
+        return _lead(cfg, parallel)
+    finally:
+        if parallel is not None:
+            parallel.send(None)  # "no more work": the other ranks exit (also after an error here)
+
+
+def _lead(cfg, parallel) -> int:
     import torch
     from tqdm import tqdm
 
@@ -57,9 +68,6 @@ def run(cfg) -> int:
     from sport_fast.tools import default_registry
     from sport_fast.trainer import train_round
 
-    if cfg.distributed.deepspeed:
-        raise SetupError("distributed.deepspeed is set, but the DeepSpeed ZeRO path is not built yet; "
-                         "run single-process (distributed.deepspeed='')")
     t_start = time.perf_counter()
     root = Path(cfg.out_dir)
     print(f"sport_fast.train: run {cfg.name} in {root}\n{dump_config(cfg)}", flush=True)
@@ -77,6 +85,7 @@ def run(cfg) -> int:
     print("  " + describe_layers(), flush=True)
     sampler, chat = PrefixSampler(model, tok, seed=cfg.seed), ChatFormat(tok)
     metrics = RunMetrics(run_dir.root)
+    frozen: dict = {}  # full fine-tuning with reference=initial: the initial model, loaded when first needed
     _resume_weights(run_dir, cfg, model, sampler, setup)
 
     def held_out_eval(tag: str, round_dir: Path) -> dict:
@@ -86,7 +95,7 @@ def run(cfg) -> int:
                                                                    seed=cfg.seed))
         tasks = heldout[: cfg.eval.n_tasks]
         with tqdm(total=len(tasks), desc=f"eval {tag}", leave=False) as bar:
-            report = evaluate(tasks, agent, None, progress=lambda i, n, o: bar.update(1))
+            report = evaluate(tasks, agent, None, progress=lambda i, n, o: bar.update(1), batch=cfg.explore.batch)
         from sport_fast.durable import atomic_write_json
         atomic_write_json(round_dir / f"eval_{tag}.json", report)
         return report
@@ -113,23 +122,26 @@ def run(cfg) -> int:
             other_temperature=cfg.explore.other_temperature, seed=round_seed), select=judge, selection_name="judge")
         if not run_dir.done(r, "explore"):
             with tqdm(total=len(tasks), desc=f"round {r} explore", leave=False) as bar:
-                summary = explore(tasks, agent, judge, store, rdir / "trajectories.jsonl", rule=cfg.judge.rule,
-                                  bleu_threshold=cfg.judge.bleu_threshold, round_=r, progress=bar)
+                summary = explore(tasks, agent, store, rdir / "trajectories.jsonl", rule=cfg.judge.rule,
+                                  bleu_threshold=cfg.judge.bleu_threshold, round_=r, batch=cfg.explore.batch,
+                                  progress=bar)
             summary["cache_reuse"] = _cache_reuse(rdir / "trajectories.jsonl")
             run_dir.mark(r, "explore", summary)
         groups = list(store)
         # reference
         if not run_dir.done(r, "reference"):
             t0 = time.perf_counter()
-            n = compute_ref_logps(model, groups, store=store, max_tokens=cfg.train.max_tokens_per_batch,
-                                  adapters=cfg.train.reference == "round_start")
+            n = compute_ref_logps(_reference_model(cfg, r, model, setup, frozen), groups, store=store,
+                                  max_tokens=cfg.train.max_tokens_per_batch, adapters=cfg.train.reference == "round_start")
             crash_point("reference.computed")
             run_dir.mark(r, "reference", {"computed": n, "groups": len(groups), "reference_s": time.perf_counter() - t0})
         # train (+ checkpoint)
         if not run_dir.done(r, "train"):
+            if parallel is not None:
+                parallel.send({"store": str(rdir / "store"), "seed": round_seed})
             with tqdm(desc=f"round {r} train batches", leave=False) as bar:
                 steps = iter(range(1 << 30))
-                summary = train_round(model, groups, cfg.train, round_seed, progress=bar,
+                summary = train_round(model, groups, cfg.train, round_seed, progress=bar, parallel=parallel,
                                       log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
             run_dir.save_checkpoint(r, setup.trainable_state(model), {"round": r, "train": summary})
             crash_point("train.checkpoint_saved")
@@ -147,6 +159,45 @@ def run(cfg) -> int:
     print(f"sport_fast.train: {cfg.rounds} round(s) done in {time.perf_counter() - t_start:.0f}s; "
           f"metrics {run_dir.root / 'metrics.jsonl'}, plot {run_dir.root / 'rounds.png'}", flush=True)
     return 0
+
+
+def _join(cfg):
+    """The data-parallel group when ``distributed.deepspeed`` is set (launched by torchrun or deepspeed)."""
+    if not cfg.distributed.deepspeed:
+        return None
+    from sport_fast.distributed import DataParallel, DistributedError
+    try:
+        return DataParallel.start(cfg.distributed.deepspeed, cfg.distributed.timeout_min)
+    except DistributedError as err:
+        raise SetupError(str(err)) from None
+
+
+def _follow(cfg, parallel) -> int:
+    """A rank other than 0: hold the policy, and train on each round's store when rank 0 says so."""
+    import torch
+
+    from sport_fast import run_setup as setup
+    from sport_fast.store import StepStore
+    from sport_fast.trainer import train_round
+    torch.manual_seed(cfg.seed)
+    model, _ = setup.load_policy(cfg.model)
+    while (work := parallel.receive()) is not None:  # DeepSpeed broadcasts rank 0's weights at each start
+        train_round(model, list(StepStore(work["store"])), cfg.train, work["seed"], parallel=parallel)
+    return 0
+
+
+def _reference_model(cfg, r: int, model, setup, frozen: dict):
+    """The model whose log-probs are the reference. LoRA: the policy itself (adapters off for "initial").
+    Full fine-tuning: the policy, except for reference=initial after round 0, when the weights have moved:
+    then a frozen copy of the initial model, loaded from ``model.path`` once (so a resumed run gets the same)."""
+    if cfg.model.lora.enabled or cfg.train.reference != "initial" or r == 0:
+        return model
+    if "initial" not in frozen:
+        initial, _ = setup.load_base(cfg.model)
+        frozen["initial"] = initial.requires_grad_(False).eval()
+        print("  reference: a frozen copy of the initial model (full fine-tuning, train.reference=initial)",
+              flush=True)
+    return frozen["initial"]
 
 
 def _resume_weights(run_dir, cfg, model, sampler, setup) -> None:

@@ -1,5 +1,5 @@
 """Step-DPO epochs over a round's step groups: tree-packed batches, the fused loss, accumulation, and a
-finite check before every optimizer step.
+finite check before every optimizer step; in one process, or data-parallel over DeepSpeed ranks.
 
 Each round starts a fresh AdamW from the round's starting weights (SPORT trains each round as its own
 DPO run), so a crash inside training resumes by re-running the round's training from its start; with
@@ -21,40 +21,67 @@ from sport_fast.tree_batch import make_tree_batch
 from sport_fast.tree_dpo import tree_step_dpo_loss
 
 
-def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None) -> dict:
-    """``cfg``: a ``TrainSection``. Returns the round's training summary."""
+def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None, parallel=None) -> dict:
+    """``cfg``: a ``TrainSection``; ``parallel``: a ``distributed.DataParallel`` to train on several ranks
+    (each takes every world-th batch of the shuffled order), None for one process. Returns the round's
+    training summary (over all ranks)."""
     paired = [g for g in groups if g.rejected]
     if not paired:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stepper = parallel.stepper(model, cfg) if parallel is not None else LocalStepper(model, cfg)
+    rank, world = (parallel.rank, parallel.world) if parallel is not None else (0, 1)
     batches = list(token_budget_batches(paired, cfg.max_tokens_per_batch))
     rng, totals = random.Random(seed), _Totals()
     model.train()
     for epoch in range(cfg.epochs):
-        order = rng.sample(range(len(batches)), len(batches))
-        for i, b in enumerate(order):
-            totals.add(_forward_backward(model, batches[b], cfg))
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(order):
-                step = _optimizer_step(opt, params, cfg.max_grad_norm, totals)
-                if log_step is not None:
-                    log_step({"epoch": epoch, **step})
+        mine = shard(rng.sample(range(len(batches)), len(batches)), rank, world)
+        for i, (b, real) in enumerate(mine):
+            loss, record = _forward(model, batches[b], cfg)
+            if real:
+                totals.add(record)
+            boundary = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(mine)
+            step = stepper.backward_and_step(loss if real else loss * 0.0, boundary, totals)
+            if step is not None and log_step is not None:
+                log_step({"epoch": epoch, **step})
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{totals.last_loss:.4f}")
     model.eval()
+    if parallel is not None:
+        totals = parallel.merge(totals)
     return totals.summary(len(paired), sum(len(g.rejected) for g in paired))
 
 
-def _forward_backward(model, groups, cfg) -> dict:
+def shard(order: list[int], rank: int, world: int) -> list[tuple[int, bool]]:
+    """Rank ``rank``'s batches of ``order``: every world-th one. Every rank gets the same number of micro
+    steps (the collective calls must match); a rank short of one repeats a batch with zero weight."""
+    per_rank = -(-len(order) // world)
+    mine = order[rank::world]
+    return [(b, True) for b in mine] + [(order[0], False)] * (per_rank - len(mine))
+
+
+def _forward(model, groups, cfg) -> tuple[torch.Tensor, dict]:
     t0 = time.perf_counter()
     batch = make_tree_batch(model, groups, candidates="paired")
     loss, metrics = tree_step_dpo_loss(model, batch, groups, beta=cfg.beta, loss_type=cfg.loss_type,
                                        kernel_impl=cfg.kernel_impl)
-    (loss / cfg.grad_accum).backward()
-    return {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
-            "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
-            "seconds": time.perf_counter() - t0}
+    return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
+                  "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
+                  "seconds": time.perf_counter() - t0}
+
+
+class LocalStepper:
+    """One process: AdamW, gradients accumulated over ``grad_accum`` micro steps, clipped, and a step
+    refused (gradients dropped) when the accumulated loss or the gradient norm is not finite."""
+
+    def __init__(self, model, cfg):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.cfg = cfg
+
+    def backward_and_step(self, loss: torch.Tensor, boundary: bool, totals) -> dict | None:
+        (loss / self.cfg.grad_accum).backward()
+        return _optimizer_step(self.opt, self.params, self.cfg.max_grad_norm, totals) if boundary else None
 
 
 def _optimizer_step(opt, params, max_norm: float, totals) -> dict:
@@ -62,15 +89,11 @@ def _optimizer_step(opt, params, max_norm: float, totals) -> dict:
     loss = totals.pending_loss
     if not (math.isfinite(loss) and math.isfinite(norm)):
         opt.zero_grad(set_to_none=True)
-        totals.refused += 1
-        totals.pending_loss = 0.0
-        warnings.warn(f"refused an optimizer step: loss {loss}, gradient norm {norm} (not finite)")
+        totals.refuse(loss, norm)
         return {"loss": loss, "grad_norm": norm, "refused": True}
     opt.step()
     opt.zero_grad(set_to_none=True)
-    totals.steps += 1
-    totals.grad_norms.append(norm)
-    totals.pending_loss = 0.0
+    totals.stepped(norm)
     return {"loss": loss, "grad_norm": norm, "refused": False}
 
 
@@ -88,6 +111,16 @@ class _Totals:
         self.seconds += r["seconds"]
         self.pending_loss += r["loss"]
         self.last_loss = r["loss"]
+
+    def stepped(self, norm: float) -> None:
+        self.steps += 1
+        self.grad_norms.append(norm)
+        self.pending_loss = 0.0
+
+    def refuse(self, loss: float, norm: float) -> None:
+        self.refused += 1
+        self.pending_loss = 0.0
+        warnings.warn(f"refused an optimizer step: loss {loss}, gradient norm {norm} (not finite)")
 
     def summary(self, groups: int, pairs: int) -> dict:
         n = max(1, len(self.losses))

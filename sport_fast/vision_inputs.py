@@ -45,6 +45,29 @@ def mrope_context_positions(rope_model, context_ids: list[int], grids: list[torc
     return positions[:, 0].numpy()
 
 
+def check_images(model_config, context_ids: list[int], images) -> None:
+    """Refuse a context whose image placeholders do not match ``images`` (pixel_values, grid_thw) pairs."""
+    token = image_token_id(model_config)
+    if token is None:
+        if images:
+            raise ValueError("images were given, but the model has no vision encoder")
+        return
+    merge = model_config.vision_config.spatial_merge_size ** 2
+    want = sum(int(grid.prod()) // merge for _, grid in images)
+    have = sum(t == token for t in context_ids)
+    if want != have:
+        raise ValueError(f"the context has {have} image placeholder tokens, its {len(images)} image(s) need {want}")
+
+
+def context_positions(model, context_ids: list[int], images) -> tuple[torch.Tensor, int]:
+    """((3, len) M-RoPE positions of an image-bearing context, delta of the text positions after it)."""
+    from sport_fast.tree_batch import decoder_of
+    token = image_token_id(model.config)
+    positions = torch.as_tensor(mrope_context_positions(decoder_of(model), context_ids,
+                                                        [g for _, g in images], token))
+    return positions, int(positions.max()) + 1 - len(context_ids)
+
+
 def packed_pixel_values(image_hashes: list[str], images: ImageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenated pixel values and (n, 3) grids for the packed image runs, in packed order."""
     feats = [images.features(h) for h in image_hashes]

@@ -162,3 +162,20 @@ def test_chat_glue_reproduces_the_template(smollm2):
                                     {"role": "user", "content": "Observation:\n1"}], tokenize=False,
                                    add_generation_prompt=True)
     assert tok.decode(ids) == want
+
+
+def test_lockstep_batch_gives_each_task_the_trajectory_it_gets_alone(smollm2, tasks, sandbox, tools):
+    """Three tasks explored in lockstep (their candidates decode as one batch) against each task alone:
+    the same candidates token for token, the same log-probs, the same steps and stop reasons."""
+    model, tok = smollm2
+    config = AgentConfig(k=2, max_steps=2, max_new_tokens=40, first_temperature=0.7, other_temperature=1.0)
+    together = Agent(PrefixSampler(model, tok), ChatFormat(tok), sandbox, tools, config).run_many(tasks[:3])
+    for task, batched in zip(tasks[:3], together):
+        alone = Agent(PrefixSampler(model, tok), ChatFormat(tok), sandbox, tools, config).run(task)
+        assert batched.task_id == alone.task_id == task.id
+        assert batched.stop_reason == alone.stop_reason and len(batched.steps) == len(alone.steps)
+        for s_b, s_a in zip(batched.steps, alone.steps):
+            assert [c.token_ids for c in s_b.candidates] == [c.token_ids for c in s_a.candidates]
+            assert (s_b.chosen, s_b.followed, s_b.observation_ids) == (s_a.chosen, s_a.followed, s_a.observation_ids)
+            for c_b, c_a in zip(s_b.candidates, s_a.candidates):
+                assert max(abs(x - y) for x, y in zip(c_b.logprobs, c_a.logprobs)) < 1e-3

@@ -46,3 +46,32 @@ def test_a_typo_in_a_file_is_named(tmp_path):
         load_config(tmp_path / "x.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_full_fine_tuning_with_an_initial_reference_uses_a_frozen_initial_model_after_round_0():
+    """LoRA: the policy (adapters off). Full fine-tuning: the policy in round 0, then a frozen copy of the
+    initial weights, loaded once, whatever the policy has become."""
+    import torch
+    from sport_fast import train
+    from tiny_models import tiny_qwen2
+
+    class Setup:
+        loads = 0
+
+        def load_base(self, cfg):
+            Setup.loads += 1
+            return tiny_qwen2(0), None
+
+    policy = tiny_qwen2(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(1.0)  # trained away from the initial weights
+    full = load_config(None, ["model.lora.enabled=false", "rounds=3"])
+    frozen = {}
+    assert train._reference_model(full, 0, policy, Setup(), frozen) is policy
+    first = train._reference_model(full, 1, policy, Setup(), frozen)
+    assert train._reference_model(full, 2, policy, Setup(), frozen) is first and Setup.loads == 1
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), tiny_qwen2(0).state_dict().values()))
+    assert not any(p.requires_grad for p in first.parameters())
+    for overrides in (["rounds=3"], ["model.lora.enabled=false", "rounds=3", "train.reference=round_start"]):
+        assert train._reference_model(load_config(None, overrides), 2, policy, Setup(), {}) is policy

@@ -158,8 +158,9 @@ def _uncached_logps(model, ctx, tokens):
     return [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(tokens)]
 
 
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
 @pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_llama], ids=["qwen2", "llama"])
-def test_batched_trajectories_equal_each_alone_over_two_steps(make_model):
+def test_batched_trajectories_equal_each_alone_over_two_steps(make_model, decode):
     """Three trajectories of different lengths and K, decoded as one padded batch, then committed to
     different candidates and decoded again: every token equals the one each trajectory gets alone, and
     every log-prob equals an uncached float64 forward of its own context."""
@@ -176,7 +177,7 @@ def test_batched_trajectories_equal_each_alone_over_two_steps(make_model):
         sampler.commit(traj, picks[t], observations[t])
         return traj, first, sampler.sample(traj, [GREEDY, hot[t][0]])
 
-    sampler = PrefixSampler(model)
+    sampler = PrefixSampler(model, decode=decode)
     trajs = [sampler.start(c) for c in contexts]
     first = sampler.sample_many(list(zip(trajs, hot)))
     for traj, pick, obs in zip(trajs, picks, observations):
@@ -214,3 +215,86 @@ def test_draw_follows_the_distribution_and_never_picks_a_zero():
     expected = probs.double() * 20000
     chi2 = float(((counts - expected)[[1, 3, 4]] ** 2 / expected[[1, 3, 4]]).sum())
     assert chi2 < 13.8, f"chi-square {chi2:.1f} with 2 degrees of freedom (p < 0.001)"
+
+
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_qwen2_vl_samples_with_images_and_matches_the_models_own_forward(decode):
+    """Qwen2-VL: two trajectories with images (different lengths) batched with a text-only one; every
+    candidate's log-probs equal the model's own uncached forward on context + candidate (pixels in, M-RoPE
+    positions computed by the model), before and after a commit; the vision encoder runs once per image."""
+    from tiny_models import IMAGE_PAD, VISION_END, VISION_START, random_image, tiny_image_processor, tiny_qwen2_vl
+    model, processor = tiny_qwen2_vl(3), tiny_image_processor()
+    rng = random.Random(5)
+    feats = [processor(images=[random_image(50 + i)], return_tensors="pt") for i in range(2)]
+    images = [[(f["pixel_values"], f["image_grid_thw"][0])] for f in feats] + [[]]
+    contexts = [random_ids(rng, 3) + [VISION_START] + [IMAGE_PAD] * 4 + [VISION_END] + random_ids(rng, 5),
+                random_ids(rng, 9) + [VISION_START] + [IMAGE_PAD] * 4 + [VISION_END] + random_ids(rng, 2),
+                random_ids(rng, 11)]
+    calls = []
+    hook = model.model.visual.register_forward_hook(lambda *a: calls.append(1))
+    sampler = PrefixSampler(model, decode=decode)
+    trajs = [sampler.start(c, im) for c, im in zip(contexts, images)]
+    hot = [SamplingParams(temperature=1.0, seed=s, max_new_tokens=6) for s in range(3)]
+    first = sampler.sample_many([(t, hot) for t in trajs])
+    for t in trajs:
+        sampler.commit(t, 1, [7, 8])
+    second = sampler.sample_many([(t, [GREEDY]) for t in trajs])
+    hook.remove()
+    assert len(calls) == 2, "the vision encoder must run once per image"
+
+    def reference(ctx, ims, tokens):
+        ids = torch.tensor([ctx + tokens])
+        extra = {}
+        if ims:
+            extra = {"pixel_values": ims[0][0], "image_grid_thw": ims[0][1][None],
+                     "mm_token_type_ids": (ids == IMAGE_PAD).int()}
+        with torch.no_grad():
+            logp = model(input_ids=ids, **extra).logits[0].double().log_softmax(-1)
+        return [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(tokens)]
+
+    for t, traj in enumerate(trajs):
+        for ctx, cand in [(contexts[t], first[t][2]), (traj.context_ids, second[t][0])]:
+            torch.testing.assert_close(torch.tensor(cand.logprobs, dtype=torch.float64),
+                                       torch.tensor(reference(ctx, images[t], cand.token_ids), dtype=torch.float64),
+                                       rtol=1e-5, atol=1e-5)
+    assert trajs[0].rope_delta != 0 and trajs[2].rope_delta == 0
+
+
+def test_image_placeholders_must_match_the_images():
+    from tiny_models import IMAGE_PAD, VISION_END, VISION_START, random_image, tiny_image_processor, tiny_qwen2_vl
+    feats = tiny_image_processor()(images=[random_image(1)], return_tensors="pt")
+    image = (feats["pixel_values"], feats["image_grid_thw"][0])
+    with pytest.raises(ValueError, match="3 image placeholder tokens, its 1 image"):
+        PrefixSampler(tiny_qwen2_vl(0)).start([1, VISION_START] + [IMAGE_PAD] * 3 + [VISION_END], [image])
+    with pytest.raises(ValueError, match="no vision encoder"):
+        PrefixSampler(tiny_qwen2()).start([1, 2], [image])
+
+
+def test_decode_mode_dispatch_is_explicit(monkeypatch):
+    from sport_fast.decode_steps import resolve_mode
+    cpu = torch.device("cpu")
+    assert resolve_mode("auto", cpu) == "dynamic"
+    assert resolve_mode("auto", torch.device("cuda")) == "graph"
+    with pytest.warns(UserWarning, match="falling back to 'static'"):
+        assert resolve_mode("graph", cpu) == "static"
+    monkeypatch.setenv("SPORT_DECODE", "static")
+    assert resolve_mode("dynamic", cpu) == "static"
+    monkeypatch.setenv("SPORT_DECODE", "fast")
+    with pytest.raises(ValueError, match="decode mode"):
+        resolve_mode("auto", cpu)
+
+
+def test_sample_rows_equals_sample_token_row_by_row():
+    from sport_fast.sampling import sample_rows, sample_token
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0)) * 3
+    params = [GREEDY, SamplingParams(temperature=0.7), SamplingParams(temperature=1.2, top_k=5),
+              SamplingParams(temperature=1.0, top_p=0.3), SamplingParams(temperature=0.9, repetition_penalty=1.3),
+              SamplingParams(temperature=0, repetition_penalty=2.0)]
+    histories = [(), (), (), (), [1, 2, 3, 7], [int(logits[5].argmax())]]
+    for seed in range(20):
+        gens = lambda: [torch.Generator().manual_seed(seed * 10 + r) for r in range(6)]  # noqa: E731
+        tokens, logps = sample_rows(logits, params, histories, gens())
+        want = [sample_token(logits[r], params[r], list(histories[r]), g) for r, g in enumerate(gens())]
+        assert tokens == [t for t, _ in want]
+        torch.testing.assert_close(torch.tensor(logps), torch.tensor([lp for _, lp in want]))
+    assert tokens[5] != int(logits[5].argmax()), "the penalty must move a greedy row off its repeated token"

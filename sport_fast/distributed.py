@@ -1,0 +1,138 @@
+"""Data-parallel step-DPO training over DeepSpeed ZeRO (stages 1 and 2), launched by ``torchrun`` or ``deepspeed``.
+
+Rank 0 runs the round as one process would (tasks, exploration with the judge, reference log-probs, eval,
+checkpoints); the other ranks wait at a barrier, then every rank trains on its share of the round's batches
+(``trainer.shard``) and DeepSpeed averages the gradients. ZeRO-1/2 partition optimizer state and gradients,
+not parameters, so after each step every rank holds the same whole model and rank 0's sampler explores
+with it directly. A step whose loss is not finite on any rank is skipped by all ranks; DeepSpeed itself skips a
+step whose gradients are not finite (counted as refused from its ``skipped_steps``).
+
+ZeRO-3 is refused: it partitions parameters, so the sampler would need every rank in every decode forward,
+and the fused kernel reads the whole lm-head weight outside the module's forward hooks.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class DistributedError(ValueError):
+    pass
+
+
+def load_ds_config(path: str | Path) -> dict:
+    """The DeepSpeed JSON at ``path``, checked for what this trainer supports."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistributedError(f"distributed.deepspeed: {path} does not exist")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DistributedError(f"distributed.deepspeed: {path} is not valid JSON ({err})") from None
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2):
+        raise DistributedError(f"distributed.deepspeed: ZeRO stage {stage} is not supported (use 1 or 2: stage 3 "
+                               f"partitions the parameters the sampler and the fused lm-head kernel read whole)")
+    owned = {"optimizer", "scheduler", "gradient_accumulation_steps", "train_batch_size", "gradient_clipping"}
+    if owned & set(config):
+        raise DistributedError(f"distributed.deepspeed: {path} sets {sorted(owned & set(config))}; these come from "
+                               f"the train section of the recipe")
+    return config
+
+
+@dataclass
+class DataParallel:
+    rank: int
+    world: int
+    ds_config: dict
+
+    @classmethod
+    def start(cls, ds_json: str | Path, timeout_min: int = 360) -> "DataParallel":
+        """Join the process group the launcher set up (one rank if it set none)."""
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+        config = load_ds_config(ds_json)
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29531")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size(), config)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def send(self, work: dict | None) -> None:
+        """Rank 0: the next piece of work for the other ranks (None: stop)."""
+        if self.world > 1:
+            torch.distributed.broadcast_object_list([work], src=0)
+
+    def receive(self) -> dict | None:
+        """Other ranks: wait (up to the timeout) for rank 0's next piece of work."""
+        box = [None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def stepper(self, model, cfg) -> "DeepSpeedStepper":
+        return DeepSpeedStepper(model, cfg, self.ds_config)
+
+    def merge(self, totals):
+        """Every rank's training totals combined (losses and metrics of all real micro steps)."""
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, totals.__dict__)
+        merged = type(totals)()
+        for part in parts:
+            for key in ("losses", "accs", "margins"):
+                getattr(merged, key).extend(part[key])
+            merged.tokens += part["tokens"]
+            merged.seconds = max(merged.seconds, part["seconds"])
+        merged.steps, merged.refused, merged.grad_norms = totals.steps, totals.refused, totals.grad_norms
+        merged.last_loss = totals.last_loss
+        return merged
+
+
+class DeepSpeedStepper:
+    """A fresh DeepSpeed engine per round (as the one-process trainer starts a fresh AdamW)."""
+
+    def __init__(self, model, cfg, ds_config: dict):
+        import deepspeed
+        config = {**ds_config, "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": cfg.grad_accum,
+                  "gradient_clipping": cfg.max_grad_norm if cfg.max_grad_norm > 0 else 0.0,
+                  "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                                            "torch_adam": True}}}
+        config.pop("train_batch_size", None)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=config)
+
+    def backward_and_step(self, loss: torch.Tensor, boundary: bool, totals) -> dict | None:
+        finite = torch.tensor([1.0 if math.isfinite(float(loss.detach())) else 0.0])
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() == 0.0:  # some rank's loss is not finite: every rank skips this micro step
+            totals.refuse(float(loss.detach()), float("nan"))
+            return {"loss": float(loss.detach()), "grad_norm": float("nan"), "refused": True}
+        skipped = self.engine.skipped_steps
+        self.engine.set_gradient_accumulation_boundary(boundary)  # our boundaries, as in one process
+        self.engine.backward(loss)
+        self.engine.step()
+        if not boundary:
+            return None
+        norm = self.engine.get_global_grad_norm()
+        norm = float(norm) if norm is not None else float("nan")
+        loss_sum = totals.pending_loss
+        if self.engine.skipped_steps > skipped:
+            totals.refuse(loss_sum, norm)
+            return {"loss": loss_sum, "grad_norm": norm, "refused": True}
+        totals.stepped(norm)
+        return {"loss": loss_sum, "grad_norm": norm, "refused": False}

@@ -1,0 +1,75 @@
+"""DeepSpeed ZeRO-2 data parallelism on the CPU: two ranks over gloo train exactly what one process trains
+with the same batches accumulated (grad_accum=2), and unsupported DeepSpeed configs are refused."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ds_case import case
+from sport_fast.distributed import DistributedError, load_ds_config
+from sport_fast.reference import token_budget_batches
+from sport_fast.trainer import shard, train_round
+
+deepspeed = pytest.importorskip("deepspeed")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_gloo_ranks_with_zero2_equal_one_process_accumulating_the_same_batches(tmp_path):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "tests" / "ds_rank.py"), str(ROOT / "configs" / "deepspeed" / "zero2-cpu.json"), str(tmp_path)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    model, groups, cfg = case(grad_accum=2)
+    batches = list(token_budget_batches([g for g in groups if g.rejected], cfg.max_tokens_per_batch))
+    assert len(batches) % 2 == 1, "an odd batch count makes one rank pad with a zero-weight batch"
+    want = train_round(model, groups, cfg, seed=3)
+    for r in ranks:
+        assert r["summary"]["train_steps"] == want["train_steps"] > 0 and r["summary"]["refused_steps"] == 0
+        torch.testing.assert_close(r["summary"]["loss_mean"], want["loss_mean"], rtol=1e-5, atol=1e-6)
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(torch.tensor(r["state"][name]), value, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"{name}: {m}")
+    initial = case(grad_accum=2)[0].state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in model.state_dict().items()), "nothing was trained"
+
+
+def test_shard_gives_every_rank_the_same_number_of_micro_steps():
+    assert shard([4, 0, 3, 1, 2], 0, 2) == [(4, True), (3, True), (2, True)]
+    assert shard([4, 0, 3, 1, 2], 1, 2) == [(0, True), (1, True), (4, False)]
+    assert shard([1, 0], 0, 1) == [(1, True), (0, True)]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"zero_optimization": {"stage": 3}}', "ZeRO stage 3 is not supported"),
+    ('{"optimizer": {"type": "Adam"}}', "come from the train section"),
+    ('{"zero_optimization": ', "not valid JSON")])
+def test_unsupported_deepspeed_configs_are_refused(tmp_path, content, message):
+    path = tmp_path / "ds.json"
+    path.write_text(content)
+    with pytest.raises(DistributedError, match=message):
+        load_ds_config(path)
+    with pytest.raises(DistributedError, match="does not exist"):
+        load_ds_config(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_train_command_under_torchrun_with_two_ranks(tmp_path):
+    """``torchrun --nproc_per_node 2 -m sport_fast.train`` on the cut-down default: rank 0 explores and
+    judges, both ranks train the round's pairs with ZeRO-2, rank 0 checkpoints, both exit cleanly."""
+    from test_train_loop import DEFAULT, small_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+           "-m", "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
+           f"distributed.deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2-cpu.json'}"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())["phases"]["0"]
+    assert manifest["train"]["pairs"] > 0 and manifest["train"]["train_steps"] > 0, manifest["train"]
+    assert manifest["train"]["refused_steps"] == 0
+    assert (tmp_path / "ds" / "checkpoints" / "round_0" / "COMPLETE").exists()
