@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from sport_fast.growing_cache import growing_cache
-from sport_fast.prefix_attention import PrefixPlan, decode_attention
+from sport_fast.prefix_attention import PrefixPlan, attention_configs, decode_attention
 from sport_fast.static_decode import StaticDecoder
 
 MODES = ("auto", "dynamic", "static", "graph")
@@ -34,13 +34,13 @@ def resolve_mode(mode: str, device: torch.device) -> str:
 
 class DynamicSteps:
     def __init__(self, model, caches: list, repeats: list[int]):
-        self.model, self.suffix = model, growing_cache(model.config)
+        self.model, self.suffix, self.configs = model, growing_cache(model.config), attention_configs(model)
         starts = [sum(repeats[:i]) for i in range(len(repeats))]
         self.spans = [(s, s + k) for s, k in zip(starts, repeats)]
         self.plan = PrefixPlan([(s, e, c) for (s, e), c in zip(self.spans, caches)])
 
     def step(self, feed: torch.Tensor, positions: torch.Tensor, index: int) -> torch.Tensor:
-        with decode_attention(self.model):
+        with decode_attention(self.configs):
             out = self.model(input_ids=feed, past_key_values=self.suffix, position_ids=positions, use_cache=True,
                              sport_prefix=self.plan)
         return out.logits[:, -1].float()

@@ -41,13 +41,13 @@ def shared_prefix_attention(module, query, key, value, attention_mask=None, scal
     group = heads // kv_heads
     scale = scaling if scaling is not None else dim ** -0.5
     q = query.reshape(rows, kv_heads, group, dim)
-    out_s, lse_s = _attend(q, key, value, scale)                          # (R, Hkv, g, D), (R, Hkv, g)
+    out_s, lse_s = attend(q, key, value, scale)                          # (R, Hkv, g, D), (R, Hkv, g)
     out_p, lse_p = [], []
     for start, stop, cache in sport_prefix.groups:
         layer = cache.layers[module.layer_idx]
         k = stop - start
         qi = q[start:stop].permute(1, 0, 2, 3).reshape(kv_heads, k * group, dim)
-        o, lse = _attend(qi, layer.keys[0], layer.values[0], scale)        # (Hkv, K*g, D), (Hkv, K*g)
+        o, lse = attend(qi, layer.keys[0], layer.values[0], scale)        # (Hkv, K*g, D), (Hkv, K*g)
         out_p.append(o.view(kv_heads, k, group, dim).permute(1, 0, 2, 3))
         lse_p.append(lse.view(kv_heads, k, group).permute(1, 0, 2))
     out_p, lse_p = torch.cat(out_p), torch.cat(lse_p)
@@ -56,7 +56,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask=None, scal
     return out.reshape(rows, 1, heads, dim).to(query.dtype), None
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scale) v and the log-sum-exp of the scores, scores in float32; ``mask`` (broadcast
     to the scores) is True where a key is hidden. No row may be hidden whole."""
@@ -71,16 +71,22 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
 AttentionInterface.register(NAME, shared_prefix_attention)
 
 
-@contextmanager
-def decode_attention(model, name: str = NAME):
-    """Route the decoder's attention modules through the attention function registered as ``name``."""
+def attention_configs(model) -> list:
+    """The config objects the decoder's attention modules read their implementation from (look up once)."""
     configs = {id(m.config): m.config for m in model.modules()
                if hasattr(m, "layer_idx") and hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
-    saved = {key: cfg._attn_implementation_internal for key, cfg in configs.items()}
+    return list(configs.values())
+
+
+@contextmanager
+def decode_attention(configs: list, name: str = NAME):
+    """Route the attention modules behind ``configs`` (``attention_configs``) through the attention function
+    registered as ``name`` inside the block."""
+    saved = [cfg._attn_implementation_internal for cfg in configs]
     try:
-        for cfg in configs.values():
+        for cfg in configs:
             cfg._attn_implementation_internal = name
         yield
     finally:
-        for key, cfg in configs.items():
-            cfg._attn_implementation_internal = saved[key]
+        for cfg, impl in zip(configs, saved):
+            cfg._attn_implementation_internal = impl

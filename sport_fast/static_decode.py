@@ -19,7 +19,7 @@ import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from sport_fast.prefix_attention import _attend, decode_attention
+from sport_fast.prefix_attention import attend, attention_configs, decode_attention
 
 NAME = "sport_static_prefix"
 BUCKET = 256
@@ -60,12 +60,12 @@ def static_prefix_attention(module, query, key, value, attention_mask=None, scal
     group, k = heads // kv_heads, rows // groups
     scale = scaling if scaling is not None else dim ** -0.5
     q = query.reshape(groups, k, kv_heads, group, dim).permute(0, 2, 1, 3, 4).reshape(groups, kv_heads, k * group, dim)
-    out_p, lse_p = _attend(q, plan.keys[module.layer_idx], plan.values[module.layer_idx], scale,
+    out_p, lse_p = attend(q, plan.keys[module.layer_idx], plan.values[module.layer_idx], scale,
                            mask=plan.prefix_pad[:, None, None, :])
     out_p = out_p.view(groups, kv_heads, k, group, dim).permute(0, 2, 1, 3, 4).reshape(rows, kv_heads, group, dim)
     lse_p = lse_p.view(groups, kv_heads, k, group).permute(0, 2, 1, 3).reshape(rows, kv_heads, group)
     future = torch.arange(key.shape[2], device=key.device) > plan.step
-    out_s, lse_s = _attend(query.reshape(rows, kv_heads, group, dim), key, value, scale, mask=future)
+    out_s, lse_s = attend(query.reshape(rows, kv_heads, group, dim), key, value, scale, mask=future)
     lse = torch.logaddexp(lse_p, lse_s)
     out = out_p * torch.exp(lse_p - lse)[..., None] + out_s * torch.exp(lse_s - lse)[..., None]
     return out.reshape(rows, 1, heads, dim).to(query.dtype), None
@@ -79,7 +79,7 @@ class StaticDecoder:
     to ``capacity`` new tokens; ``step(feed, positions, index)`` -> (rows, V) logits."""
 
     def __init__(self, model, caches: list[DynamicCache], k: int, capacity: int, graph: bool = False):
-        self.model, self.graph = model, None
+        self.model, self.graph, self.configs = model, None, attention_configs(model)
         first = caches[0].layers[0].keys
         device, dtype, kv_heads, dim = first.device, first.dtype, first.shape[1], first.shape[3]
         lengths = [c.get_seq_length() for c in caches]
@@ -110,7 +110,7 @@ class StaticDecoder:
 
     @torch.no_grad()
     def _forward(self) -> torch.Tensor:
-        with decode_attention(self.model, NAME):
+        with decode_attention(self.configs, NAME):
             out = self.model(input_ids=self.feed, past_key_values=self.cache, position_ids=self.positions,
                              use_cache=True, sport_static=self.plan)
         return out.logits[:, -1]
