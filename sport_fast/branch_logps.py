@@ -36,7 +36,7 @@ def packed_branch_logps(model, batch: TreeBatch, *, attn: str = "auto", kernel_i
     tree = batch.tree
     hidden = tree_hidden_states(model, batch, attn=attn)          # (T, H)
     positions, inverse = torch.unique(tree.score_positions.to(hidden.device), return_inverse=True)
-    head = _lm_head_weight(model)
+    head = lm_head_weight(model)
     token_logps = _scored_logprobs(hidden[positions], head, inverse, tree.score_targets.to(hidden.device),
                                    kernel_impl)
     sums = torch.zeros(tree.num_segments, dtype=token_logps.dtype, device=hidden.device)
@@ -91,7 +91,7 @@ def resolve_attn(model, device: torch.device, attn: str = "auto") -> str:
     return attn
 
 
-def _lm_head_weight(model) -> torch.Tensor:
+def lm_head_weight(model) -> torch.Tensor:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"):

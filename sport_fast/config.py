@@ -126,6 +126,9 @@ class Config:
         _check_choice("judge.rule", self.judge.rule, ("sport", "all", "worst"))
         _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
         _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.model.dtype == "float16" and not self.distributed.deepspeed:
+            raise ConfigError("model.dtype=float16 trains only under DeepSpeed (its fp16 section scales the loss); "
+                              "in one process use bfloat16")
         if self.tasks.source == "file" and not self.tasks.train_file:
             raise ConfigError("tasks.source=file needs tasks.train_file")
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):

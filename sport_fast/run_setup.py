@@ -18,8 +18,7 @@ def load_policy(cfg):
     """(model, tokenizer): ``cfg`` is a ``ModelSection``; LoRA adapters added when enabled."""
     model, tok = load_base(cfg)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = True  # the sampler needs the cache; checkpointing applies in training only
+        enable_checkpointing(model)
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
@@ -27,8 +26,19 @@ def load_policy(cfg):
     return model.eval(), tok
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward (training mode only: the sampler, in eval
+    mode, keeps its KV cache)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = True
+
+
 def load_base(cfg):
-    dtype = _dtype(cfg.dtype)
+    dtype = resolve_dtype(cfg.dtype)
     if cfg.path == "smollm2":
         from sport_fast.models import load_smollm2
         try:
@@ -44,7 +54,7 @@ def load_base(cfg):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), AutoTokenizer.from_pretrained(path)
 
 
-def _dtype(name: str) -> torch.dtype:
+def resolve_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return getattr(torch, name)

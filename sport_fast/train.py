@@ -166,8 +166,10 @@ def _join(cfg):
     if not cfg.distributed.deepspeed:
         return None
     from sport_fast.distributed import DataParallel, DistributedError
+    from sport_fast.run_setup import resolve_dtype
     try:
-        return DataParallel.start(cfg.distributed.deepspeed, cfg.distributed.timeout_min)
+        return DataParallel.start(cfg.distributed.deepspeed, cfg.distributed.timeout_min,
+                                  resolve_dtype(cfg.model.dtype))
     except DistributedError as err:
         raise SetupError(str(err)) from None
 
@@ -181,6 +183,8 @@ def _follow(cfg, parallel) -> int:
     from sport_fast.trainer import train_round
     torch.manual_seed(cfg.seed)
     model, _ = setup.load_policy(cfg.model)
+    if parallel.zero3:  # only the template of each round's partitioned copy: it waits in host memory
+        model.to("cpu")
     while (work := parallel.receive()) is not None:  # DeepSpeed broadcasts rank 0's weights at each start
         train_round(model, list(StepStore(work["store"])), cfg.train, work["seed"], parallel=parallel)
     return 0

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-import time
 import warnings
 
 import torch
 
+from sport_fast.dpo_module import TreeDPOModule
 from sport_fast.reference import token_budget_batches
-from sport_fast.tree_batch import make_tree_batch
-from sport_fast.tree_dpo import tree_step_dpo_loss
 
 
 def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None, parallel=None) -> dict:
@@ -28,15 +26,15 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
     paired = [g for g in groups if g.rejected]
     if not paired:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
+    model.train()
     stepper = parallel.stepper(model, cfg) if parallel is not None else LocalStepper(model, cfg)
     rank, world = (parallel.rank, parallel.world) if parallel is not None else (0, 1)
     batches = list(token_budget_batches(paired, cfg.max_tokens_per_batch))
     rng, totals = random.Random(seed), _Totals()
-    model.train()
     for epoch in range(cfg.epochs):
         mine = shard(rng.sample(range(len(batches)), len(batches)), rank, world)
         for i, (b, real) in enumerate(mine):
-            loss, record = _forward(model, batches[b], cfg)
+            loss, record = stepper.forward(batches[b])
             if real:
                 totals.add(record)
             boundary = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(mine)
@@ -46,6 +44,7 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{totals.last_loss:.4f}")
+    stepper.finish(model)
     model.eval()
     if parallel is not None:
         totals = parallel.merge(totals)
@@ -60,28 +59,48 @@ def shard(order: list[int], rank: int, world: int) -> list[tuple[int, bool]]:
     return [(b, True) for b in mine] + [(order[0], False)] * (per_rank - len(mine))
 
 
-def _forward(model, groups, cfg) -> tuple[torch.Tensor, dict]:
-    t0 = time.perf_counter()
-    batch = make_tree_batch(model, groups, candidates="paired")
-    loss, metrics = tree_step_dpo_loss(model, batch, groups, beta=cfg.beta, loss_type=cfg.loss_type,
-                                       kernel_impl=cfg.kernel_impl)
-    return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
-                  "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
-                  "seconds": time.perf_counter() - t0}
-
-
 class LocalStepper:
     """One process: AdamW, gradients accumulated over ``grad_accum`` micro steps, clipped, and a step
-    refused (gradients dropped) when the accumulated loss or the gradient norm is not finite."""
+    refused (gradients dropped) when the accumulated loss or the gradient norm is not finite.
+
+    Trainable parameters held in bfloat16 or float16 train through float32 master copies, as mixed
+    precision does: gradients accumulate in float32, AdamW's state and update are float32, and the policy
+    gets the result rounded after each step (an update below the policy's precision is kept, not lost)."""
 
     def __init__(self, model, cfg):
+        self.module = TreeDPOModule(model, cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.masters = [p if p.dtype in _FULL else p.detach().float().clone() for p in self.params]
+        self.opt = torch.optim.AdamW(self.masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.cfg = cfg
+
+    def forward(self, groups) -> tuple[torch.Tensor, dict]:
+        return self.module(groups)
+
+    def finish(self, model) -> None:
+        """The policy was trained in place: nothing to hand back."""
 
     def backward_and_step(self, loss: torch.Tensor, boundary: bool, totals) -> dict | None:
         (loss / self.cfg.grad_accum).backward()
-        return _optimizer_step(self.opt, self.params, self.cfg.max_grad_norm, totals) if boundary else None
+        self._gradients_to_masters()
+        if not boundary:
+            return None
+        step = _optimizer_step(self.opt, self.masters, self.cfg.max_grad_norm, totals)
+        with torch.no_grad():
+            for param, master in zip(self.params, self.masters):
+                if master is not param:
+                    param.copy_(master)
+        return step
+
+    def _gradients_to_masters(self) -> None:
+        for param, master in zip(self.params, self.masters):
+            if master is not param and param.grad is not None:
+                grad = param.grad.float()
+                master.grad = grad if master.grad is None else master.grad.add_(grad)
+                param.grad = None
+
+
+_FULL = (torch.float32, torch.float64)
 
 
 def _optimizer_step(opt, params, max_norm: float, totals) -> dict:

@@ -34,6 +34,7 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
     (["judge.backend=openai"], "judge.backend=openai needs judge.base_url and judge.model"),
     (["beta"], "override 'beta' must look like section.key=value"),
     (["explore.k=0"], "must be >= 1"),
+    (["model.dtype=float16"], "float16 trains only under DeepSpeed"),
 ])
 def test_bad_keys_and_values_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-2 data parallelism on the CPU: two ranks over gloo train exactly what one process trains
+"""DeepSpeed ZeRO-2 and ZeRO-3 data parallelism on the CPU: two ranks over gloo train exactly what one process trains
 with the same batches accumulated (grad_accum=2), and unsupported DeepSpeed configs are refused."""
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ds_case import case
-from sport_fast.distributed import DistributedError, load_ds_config
+from sport_fast.distributed import DataParallel, DistributedError, check_precision, load_ds_config
 from sport_fast.reference import token_budget_batches
 from sport_fast.trainer import shard, train_round
 
@@ -18,10 +18,12 @@ deepspeed = pytest.importorskip("deepspeed")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_two_gloo_ranks_with_zero2_equal_one_process_accumulating_the_same_batches(tmp_path):
+@pytest.mark.parametrize("ds_json, port", [("zero2-cpu.json", 29533), ("zero3-cpu.json", 29535)])
+def test_two_gloo_ranks_equal_one_process_accumulating_the_same_batches(tmp_path, ds_json, port):
+    """ZeRO-3 trains a partitioned copy and gathers it back into each rank's policy when training ends."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(ROOT / "tests" / "ds_rank.py"), str(ROOT / "configs" / "deepspeed" / "zero2-cpu.json"), str(tmp_path)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(ROOT / "tests" / "ds_rank.py"), str(ROOT / "configs" / "deepspeed" / ds_json), str(tmp_path)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -46,7 +48,7 @@ def test_shard_gives_every_rank_the_same_number_of_micro_steps():
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"zero_optimization": {"stage": 3}}', "ZeRO stage 3 is not supported"),
+    ('{"zero_optimization": {"stage": 4}}', "ZeRO stage 4 does not exist"),
     ('{"optimizer": {"type": "Adam"}}', "come from the train section"),
     ('{"zero_optimization": ', "not valid JSON")])
 def test_unsupported_deepspeed_configs_are_refused(tmp_path, content, message):
@@ -59,17 +61,35 @@ def test_unsupported_deepspeed_configs_are_refused(tmp_path, content, message):
 
 
 @pytest.mark.slow
-def test_train_command_under_torchrun_with_two_ranks(tmp_path):
+@pytest.mark.parametrize("ds_json, port", [("zero2-cpu.json", 29534), ("zero3-cpu.json", 29536)])
+def test_train_command_under_torchrun_with_two_ranks(tmp_path, ds_json, port):
     """``torchrun --nproc_per_node 2 -m sport_fast.train`` on the cut-down default: rank 0 explores and
-    judges, both ranks train the round's pairs with ZeRO-2, rank 0 checkpoints, both exit cleanly."""
+    judges, both ranks train the round's LoRA pairs, rank 0 checkpoints trained adapters, both exit cleanly."""
     from test_train_loop import DEFAULT, small_run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
-           f"distributed.deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2-cpu.json'}"]
+           f"distributed.deepspeed={ROOT / 'configs' / 'deepspeed' / ds_json}"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())["phases"]["0"]
     assert manifest["train"]["pairs"] > 0 and manifest["train"]["train_steps"] > 0, manifest["train"]
     assert manifest["train"]["refused_steps"] == 0
-    assert (tmp_path / "ds" / "checkpoints" / "round_0" / "COMPLETE").exists()
+    checkpoint = tmp_path / "ds" / "checkpoints" / "round_0"
+    assert (checkpoint / "COMPLETE").exists()
+    from safetensors.torch import load_file
+    lora_b = [v for k, v in load_file(checkpoint / "weights.safetensors").items() if "lora_B" in k]
+    assert lora_b and any(v.abs().max() > 0 for v in lora_b), "the adapters came back untrained (LoRA B starts at 0)"
+
+
+@pytest.mark.parametrize("content, dtype, message", [
+    ('{"zero_optimization": {"stage": 2}}', torch.bfloat16, "does not enable bf16"),
+    ('{"bf16": {"enabled": true}}', torch.float32, "enables bf16 but the policy is torch.float32"),
+    ('{"fp16": {"enabled": true}}', torch.bfloat16, "does not enable bf16")])
+def test_policy_dtype_and_deepspeed_precision_must_agree(tmp_path, content, dtype, message):
+    path = tmp_path / "ds.json"
+    path.write_text(content)
+    with pytest.raises(DistributedError, match=message):
+        DataParallel.start(path, dtype=dtype)
+    check_precision(json.loads('{"bf16": {"enabled": true}}'), torch.bfloat16)  # agreeing: no error
+    check_precision({}, torch.float32)
