@@ -100,6 +100,7 @@ class TrajectoryRecord:
     finished: bool = False
     stop_reason: str = ""
     selection: str = ""
+    images: list[str] = field(default_factory=list)  # image files shown to the policy in the context, in order
 
     def followed_steps(self) -> list[CandidateRecord]:
         return [s.candidates[s.followed] for s in self.steps if s.followed is not None]
@@ -126,8 +127,9 @@ def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=(
 
 class Agent:
     def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
-                 select: Selector = first_that_ran, selection_name: str | None = None):
-        self.policy, self.chat, self.sandbox, self.tools = policy, chat, sandbox, tools
+                 select: Selector = first_that_ran, selection_name: str | None = None, vision=None):
+        """``vision``: a ``task_vision.VisionPrompt`` to show a vision-language policy the task's images."""
+        self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
         self.config = config or AgentConfig()
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
@@ -156,9 +158,16 @@ class Agent:
         return [e.record for e in episodes]
 
     def _begin(self, task) -> "_Episode":
-        context = self.chat.prompt_ids(self.system, _user_turn(task))
-        record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name)
-        return _Episode(task, record, self.policy.start(context), context)
+        shown = self.vision.images(task) if self.vision is not None else []
+        user = (self.vision.block(shown) if shown else "") + _user_turn(task)
+        context = self.chat.prompt_ids(self.system, user)
+        record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name,
+                                  images=[str(im.path) for im in shown])
+        if shown:
+            handle = self.policy.start(context, images=[(im.pixel_values, im.grid_thw) for im in shown])
+        else:
+            handle = self.policy.start(context)
+        return _Episode(task, record, handle, context)
 
     def _sample(self, requests: list) -> list[list[Candidate]]:
         if hasattr(self.policy, "sample_many"):

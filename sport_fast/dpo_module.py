@@ -18,10 +18,11 @@ from sport_fast.tree_dpo import tree_step_dpo_loss
 
 
 class TreeDPOModule(torch.nn.Module):
-    def __init__(self, policy, cfg):
-        """``policy``: the causal LM (peft or plain); ``cfg``: a ``TrainSection`` (beta, loss type, kernel)."""
+    def __init__(self, policy, cfg, images=None):
+        """``policy``: the causal LM (peft or plain); ``cfg``: a ``TrainSection`` (beta, loss type, kernel);
+        ``images``: a ``vision_inputs.ImageInputs`` when the groups show images."""
         super().__init__()
-        self.policy = policy
+        self.policy, self.images = policy, images
         self.beta, self.loss_type, self.kernel_impl = cfg.beta, cfg.loss_type, cfg.kernel_impl
 
     def register_head_for_zero3(self) -> None:
@@ -31,7 +32,7 @@ class TreeDPOModule(torch.nn.Module):
     def forward(self, groups) -> tuple[torch.Tensor, dict]:
         """(mean loss over the batch's pairs, a record of floats: loss, acc, margin, tokens, seconds)."""
         t0 = time.perf_counter()
-        batch = make_tree_batch(self.policy, groups, candidates="paired")
+        batch = make_tree_batch(self.policy, groups, candidates="paired", images=self.images)
         loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.beta, loss_type=self.loss_type,
                                            kernel_impl=self.kernel_impl)
         return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),

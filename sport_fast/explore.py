@@ -5,13 +5,15 @@ Per task, in a fixed order: append its step groups to the ``StepStore`` (dedupli
 append the trajectory (with the judge's counters read off its verdicts) to ``trajectories.jsonl``. A task
 whose trajectory line exists is done; a crash re-runs the unfinished batch, whose seeds (run, round, task,
 step, candidate) and fixed membership make it produce the same trajectories and groups; recorded tasks are
-skipped and the store skips groups it has. So no record is lost or duplicated, and the data equals that of
+skipped and the store skips groups it has. Images a vision-language policy was shown are copied into the store
+(by content hash) before the groups that refer to them. So no record is lost or duplicated, and the data equals that of
 an uninterrupted run.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from sport_fast.durable import append_jsonl, read_jsonl
 from sport_fast.faults import crash_point
@@ -40,7 +42,8 @@ def explore(tasks, agent, store: StepStore, path, *, rule: str, bleu_threshold: 
         for task, traj in zip(chunk, trajectories):
             if task.id in done:  # recorded before a crash; this re-run reproduced it
                 continue
-            groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_})
+            images = [store.put_image(Path(f).read_bytes(), Path(f).suffix) for f in traj.images]
+            groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_}, images=images)
             for g in groups:
                 store.append(g)
             crash_point("explore.groups_written")

@@ -30,23 +30,25 @@ def rejected_candidates(candidates: list, chosen: int, rule: str = "sport", bleu
     return [i for i in others if not candidates[i].ran or similarity[i] < bleu_threshold]
 
 
-def step_groups(traj, rule: str = "sport", bleu_threshold: float = 0.3, meta: dict | None = None) -> list[StepGroup]:
-    """One group per judged step of ``traj`` (a ``TrajectoryRecord``), contexts rebuilt from its token ids."""
+def step_groups(traj, rule: str = "sport", bleu_threshold: float = 0.3, meta: dict | None = None,
+                images: list[str] = ()) -> list[StepGroup]:
+    """One group per judged step of ``traj`` (a ``TrajectoryRecord``), contexts rebuilt from its token ids;
+    ``images``: the content hashes (in a StepStore) of the images its context shows, in order."""
     groups, context = [], list(traj.context_ids)
     for n, step in enumerate(traj.steps):
         if step.chosen is not None:
             rejected = rejected_candidates(step.candidates, step.chosen, rule, bleu_threshold)
             if rejected:
-                groups.append(_group(traj, n, step, context, rejected, meta or {}))
+                groups.append(_group(traj, n, step, context, rejected, meta or {}, list(images)))
         if step.followed is None:
             break
         context = context + step.candidates[step.followed].token_ids + list(step.observation_ids)
     return groups
 
 
-def _group(traj, n: int, step, context: list[int], rejected: list[int], meta: dict) -> StepGroup:
+def _group(traj, n: int, step, context: list[int], rejected: list[int], meta: dict, images: list[str]) -> StepGroup:
     cands = step.candidates
     return StepGroup(context_ids=list(context), candidate_ids=[c.token_ids for c in cands], chosen=step.chosen,
-                     rejected=rejected, candidate_texts=[c.text for c in cands],
+                     rejected=rejected, images=images, candidate_texts=[c.text for c in cands],
                      results=[{"ran": c.ran, "observation": c.observation[:2000], "error": c.error} for c in cands],
                      verdict=step.verdict, meta={**meta, "task_id": traj.task_id, "step": n})

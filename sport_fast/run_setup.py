@@ -26,6 +26,18 @@ def load_policy(cfg):
     return model.eval(), tok
 
 
+def load_image_processor(cfg, model):
+    """The image processor of a vision-language policy (from ``model.path``); None for a text-only one."""
+    from sport_fast.vision_inputs import image_token_id
+    if image_token_id(model.config) is None:
+        return None
+    from transformers import AutoImageProcessor
+    try:
+        return AutoImageProcessor.from_pretrained(cfg.path)
+    except (OSError, ValueError) as err:
+        raise SetupError(f"model path {cfg.path}: no image processor for this vision-language model ({err})") from None
+
+
 def enable_checkpointing(model) -> None:
     """Recompute each decoder layer's activations in the backward (training mode only: the sampler, in eval
     mode, keeps its KV cache)."""
@@ -49,9 +61,12 @@ def load_base(cfg):
     if not path.is_dir():
         raise SetupError(f"model path {path} does not exist (no hub access: give a local Hugging Face folder "
                          f"or 'smollm2')")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), AutoTokenizer.from_pretrained(path)
+    # a vision-language model (Qwen2-VL) is an image-text-to-text model, not a causal LM, to the Auto classes
+    vision = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
+    loader = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    return loader.from_pretrained(path, dtype=dtype).to(device), AutoTokenizer.from_pretrained(path)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

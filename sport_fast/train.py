@@ -65,6 +65,7 @@ def _lead(cfg, parallel) -> int:
     from sport_fast.sampler import PrefixSampler
     from sport_fast.sandbox import Sandbox, describe_layers
     from sport_fast.store import StepStore
+    from sport_fast.task_vision import VisionPrompt, store_images
     from sport_fast.tools import default_registry
     from sport_fast.trainer import train_round
 
@@ -77,6 +78,8 @@ def _lead(cfg, parallel) -> int:
     # directory is written before all of them are in hand, so a failed start changes nothing there ------
     train_tasks, heldout = setup.load_task_sets(cfg, root)
     model, tok = setup.load_policy(cfg.model)
+    processor = setup.load_image_processor(cfg.model, model)
+    vision = VisionPrompt.for_model(model, tok, processor)  # None for a text-only policy
     judge_backend, stop_judge = setup.start_judge(cfg.judge, root, policy=(model, tok))
     run_dir = RunDir(root, dump_config(cfg))
     print(f"  {'resuming after the last completed phase' if run_dir.resumed else 'new run'}", flush=True)
@@ -92,7 +95,7 @@ def _lead(cfg, parallel) -> int:
         from sport_fast.eval import evaluate
         agent = Agent(sampler, chat, sandbox, tools, AgentConfig(k=cfg.eval.k, max_steps=cfg.eval.max_steps,
                                                                    max_new_tokens=cfg.explore.max_new_tokens,
-                                                                   seed=cfg.seed))
+                                                                   seed=cfg.seed), vision=vision)
         tasks = heldout[: cfg.eval.n_tasks]
         with tqdm(total=len(tasks), desc=f"eval {tag}", leave=False) as bar:
             report = evaluate(tasks, agent, None, progress=lambda i, n, o: bar.update(1), batch=cfg.explore.batch)
@@ -119,7 +122,8 @@ def _lead(cfg, parallel) -> int:
         agent = Agent(sampler, chat, sandbox, tools, AgentConfig(
             k=cfg.explore.k, max_steps=cfg.explore.max_steps, max_errors=cfg.explore.max_errors,
             max_new_tokens=cfg.explore.max_new_tokens, first_temperature=cfg.explore.first_temperature,
-            other_temperature=cfg.explore.other_temperature, seed=round_seed), select=judge, selection_name="judge")
+            other_temperature=cfg.explore.other_temperature, seed=round_seed), select=judge, selection_name="judge",
+            vision=vision)
         if not run_dir.done(r, "explore"):
             with tqdm(total=len(tasks), desc=f"round {r} explore", leave=False) as bar:
                 summary = explore(tasks, agent, store, rdir / "trajectories.jsonl", rule=cfg.judge.rule,
@@ -128,10 +132,11 @@ def _lead(cfg, parallel) -> int:
             summary["cache_reuse"] = _cache_reuse(rdir / "trajectories.jsonl")
             run_dir.mark(r, "explore", summary)
         groups = list(store)
+        images = store_images(store, processor) if vision is not None else None
         # reference
         if not run_dir.done(r, "reference"):
             t0 = time.perf_counter()
-            n = compute_ref_logps(_reference_model(cfg, r, model, setup, frozen), groups, store=store,
+            n = compute_ref_logps(_reference_model(cfg, r, model, setup, frozen), groups, store=store, images=images,
                                   max_tokens=cfg.train.max_tokens_per_batch, adapters=cfg.train.reference == "round_start")
             crash_point("reference.computed")
             run_dir.mark(r, "reference", {"computed": n, "groups": len(groups), "reference_s": time.perf_counter() - t0})
@@ -142,7 +147,7 @@ def _lead(cfg, parallel) -> int:
             with tqdm(desc=f"round {r} train batches", leave=False) as bar:
                 steps = iter(range(1 << 30))
                 summary = train_round(model, groups, cfg.train, round_seed, progress=bar, parallel=parallel,
-                                      log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
+                                      images=images, log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
             run_dir.save_checkpoint(r, setup.trainable_state(model), {"round": r, "train": summary})
             crash_point("train.checkpoint_saved")
             run_dir.mark(r, "train", summary)
@@ -180,13 +185,17 @@ def _follow(cfg, parallel) -> int:
 
     from sport_fast import run_setup as setup
     from sport_fast.store import StepStore
+    from sport_fast.task_vision import store_images
     from sport_fast.trainer import train_round
     torch.manual_seed(cfg.seed)
     model, _ = setup.load_policy(cfg.model)
+    processor = setup.load_image_processor(cfg.model, model)
     if parallel.zero3:  # only the template of each round's partitioned copy: it waits in host memory
         model.to("cpu")
     while (work := parallel.receive()) is not None:  # DeepSpeed broadcasts rank 0's weights at each start
-        train_round(model, list(StepStore(work["store"])), cfg.train, work["seed"], parallel=parallel)
+        store = StepStore(work["store"])
+        images = store_images(store, processor) if processor is not None else None
+        train_round(model, list(store), cfg.train, work["seed"], parallel=parallel, images=images)
     return 0
 
 
