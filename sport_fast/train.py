@@ -266,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sport_fast.train", description=__doc__.splitlines()[0])
     p.add_argument("--config", help=f"a recipe YAML (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.beta=0.05 explore.k=4")
+    # the `deepspeed` launcher appends --local_rank=N; the rank is read from LOCAL_RANK, which it also sets
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 

@@ -61,14 +61,19 @@ def test_unsupported_deepspeed_configs_are_refused(tmp_path, content, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ds_json, port", [("zero2-cpu.json", 29534), ("zero3-cpu.json", 29536)])
-def test_train_command_under_torchrun_with_two_ranks(tmp_path, ds_json, port):
-    """``torchrun --nproc_per_node 2 -m sport_fast.train`` on the cut-down default: rank 0 explores and
-    judges, both ranks train the round's LoRA pairs, rank 0 checkpoints trained adapters, both exit cleanly."""
+@pytest.mark.parametrize("launcher, ds_json, port", [("torchrun", "zero2-cpu.json", 29534),
+                                                     ("deepspeed", "zero3-cpu.json", 29538)])
+def test_train_command_under_a_launcher_with_two_ranks(tmp_path, launcher, ds_json, port):
+    """``torchrun --nproc_per_node 2 -m sport_fast.train`` (ZeRO-2) and ``deepspeed --num_gpus 2 --module
+    sport_fast.train`` (ZeRO-3, which passes --local_rank) on the cut-down default: rank 0 explores and judges,
+    both ranks train the round's LoRA pairs, rank 0 checkpoints trained adapters, both exit cleanly."""
     from test_train_loop import DEFAULT, small_run
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": "", "DS_ACCELERATOR": "cpu"}
+    launch = {"torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m"],
+              "deepspeed": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
+                            "--master_port", str(port), "--module"]}[launcher]
+    cmd = [*launch, "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
            f"distributed.deepspeed={ROOT / 'configs' / 'deepspeed' / ds_json}"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
