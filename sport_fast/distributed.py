@@ -134,8 +134,9 @@ class DeepSpeedStepper:
     """A fresh DeepSpeed engine per round (as the one-process trainer starts a fresh AdamW), wrapping the
     step-DPO module. ZeRO-1/2 train the policy in place. ZeRO-3 moves the whole policy to host memory and
     trains a copy of it partitioned across the ranks (the engine moves the copy to the device whole, then
-    broadcasts rank 0's weights and partitions them, so a device briefly holds one whole copy); ``finish`` gathers the trained parameters back into the policy on every rank, one
-    tensor at a time, and returns the policy to its device: the sampler and the checkpoint read it whole."""
+    broadcasts rank 0's weights and partitions them, so a device briefly holds one whole copy); ``finish``
+    gathers the trained parameters back into the policy on every rank, one tensor at a time, and returns the
+    policy to its device: the sampler and the checkpoint read it whole."""
 
     def __init__(self, model, cfg, ds_config: dict, images=None):
         import deepspeed

@@ -5,9 +5,9 @@ Per task, in a fixed order: append its step groups to the ``StepStore`` (dedupli
 append the trajectory (with the judge's counters read off its verdicts) to ``trajectories.jsonl``. A task
 whose trajectory line exists is done; a crash re-runs the unfinished batch, whose seeds (run, round, task,
 step, candidate) and fixed membership make it produce the same trajectories and groups; recorded tasks are
-skipped and the store skips groups it has. Images a vision-language policy was shown are copied into the store
-(by content hash) before the groups that refer to them. So no record is lost or duplicated, and the data equals that of
-an uninterrupted run.
+skipped and the store skips groups it has. Images a vision-language policy was shown are copied into the
+store (by content hash) before the groups that refer to them. So no record is lost or duplicated, and the
+data equals that of an uninterrupted run.
 """
 from __future__ import annotations
 

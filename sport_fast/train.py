@@ -147,7 +147,8 @@ def _lead(cfg, parallel) -> int:
             with tqdm(desc=f"round {r} train batches", leave=False) as bar:
                 steps = iter(range(1 << 30))
                 summary = train_round(model, groups, cfg.train, round_seed, progress=bar, parallel=parallel,
-                                      images=images, log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
+                                      images=images,
+                                      log_step=lambda v: metrics.log_step(f"train/round_{r}", v, next(steps)))
             run_dir.save_checkpoint(r, setup.trainable_state(model), {"round": r, "train": summary})
             crash_point("train.checkpoint_saved")
             run_dir.mark(r, "train", summary)

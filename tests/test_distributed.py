@@ -61,12 +61,12 @@ def test_unsupported_deepspeed_configs_are_refused(tmp_path, content, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher, ds_json, port", [("torchrun", "zero2-cpu.json", 29534),
-                                                     ("deepspeed", "zero3-cpu.json", 29538)])
+@pytest.mark.parametrize("launcher, ds_json, port", [("deepspeed", "zero3-cpu.json", 29538)])
 def test_train_command_under_a_launcher_with_two_ranks(tmp_path, launcher, ds_json, port):
-    """``torchrun --nproc_per_node 2 -m sport_fast.train`` (ZeRO-2) and ``deepspeed --num_gpus 2 --module
-    sport_fast.train`` (ZeRO-3, which passes --local_rank) on the cut-down default: rank 0 explores and judges,
-    both ranks train the round's LoRA pairs, rank 0 checkpoints trained adapters, both exit cleanly."""
+    """``deepspeed --num_gpus 2 --module sport_fast.train`` (which passes --local_rank) with ZeRO-3 on the
+    cut-down default: rank 0 explores and judges, both ranks train the round's LoRA pairs, rank 0 checkpoints
+    trained adapters, both exit cleanly. ("torchrun" runs the same command under torchrun; CI runs one launcher
+    to stay within its time: torchrun is exercised by the gloo equality tests above, ZeRO-2 there too.)"""
     from test_train_loop import DEFAULT, small_run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": "", "DS_ACCELERATOR": "cpu"}
     launch = {"torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
