@@ -167,7 +167,7 @@ class Agent:
             handle = self.policy.start(context, images=[(im.pixel_values, im.grid_thw) for im in shown])
         else:
             handle = self.policy.start(context)
-        return _Episode(task, record, handle, context)
+        return _Episode(task, record, handle)
 
     def _sample(self, requests: list) -> list[list[Candidate]]:
         if hasattr(self.policy, "sample_many"):
@@ -187,7 +187,7 @@ class Agent:
         chosen, verdict = _selection(self.select(e.task, step, candidates, record.followed_steps()))
         follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
             first_that_ran(e.task, step, candidates)
-        rec = StepRecord(context_tokens=_context_len(e.handle, e.context), candidates=candidates, chosen=chosen,
+        rec = StepRecord(context_tokens=_context_len(e.handle, e.record.context_ids), candidates=candidates, chosen=chosen,
                          followed=follow, verdict=verdict)
         record.steps.append(rec)
         if follow is None:
@@ -226,7 +226,6 @@ class _Episode:
     task: object
     record: TrajectoryRecord
     handle: object
-    context: list[int]
     chosen_code: list[str] = field(default_factory=list)
     errors: int = 0
 

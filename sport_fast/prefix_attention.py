@@ -50,9 +50,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask=None, scal
         o, lse = attend(qi, layer.keys[0], layer.values[0], scale)        # (Hkv, K*g, D), (Hkv, K*g)
         out_p.append(o.view(kv_heads, k, group, dim).permute(1, 0, 2, 3))
         lse_p.append(lse.view(kv_heads, k, group).permute(1, 0, 2))
-    out_p, lse_p = torch.cat(out_p), torch.cat(lse_p)
-    lse = torch.logaddexp(lse_p, lse_s)
-    out = out_p * torch.exp(lse_p - lse)[..., None] + out_s * torch.exp(lse_s - lse)[..., None]
+    out = merge(torch.cat(out_p), torch.cat(lse_p), out_s, lse_s)
     return out.reshape(rows, 1, heads, dim).to(query.dtype), None
 
 
@@ -66,6 +64,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     lse = torch.logsumexp(scores, dim=-1)
     probs = torch.exp(scores - lse[..., None]).to(v.dtype)
     return torch.matmul(probs, v).float(), lse
+
+
+def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
+    """Attention over keys A and B together, from attention over each (outputs and log-sum-exps)."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    return out_a * torch.exp(lse_a - lse)[..., None] + out_b * torch.exp(lse_b - lse)[..., None]
 
 
 AttentionInterface.register(NAME, shared_prefix_attention)

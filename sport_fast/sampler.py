@@ -85,8 +85,8 @@ class PrefixSampler:
 
     @torch.no_grad()
     def sample_many(self, requests: Sequence[tuple[Trajectory, Sequence[SamplingParams]]]) -> list[list[Candidate]]:
-        """Candidates for several trajectories at once: all their rows decode in one batch (each trajectory's
-        cached context copied to its K rows, shorter contexts padded on the left), one forward per token."""
+        """Candidates for several trajectories at once: all their rows decode in one batch, one forward per
+        token; each trajectory's K rows read its cached context in place (contexts of any lengths, no padding)."""
         if not requests:
             return []
         if any(not params for _, params in requests):

@@ -43,11 +43,9 @@ class Candidate:
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int],
-                 generator: torch.Generator, raw_logp: torch.Tensor | None = None) -> tuple[int, float]:
-    """(token, its raw log-prob) from one row of logits (V,) under ``params``; ``raw_logp``: that row's
-    log-softmax if the caller already has it (computed for all rows at once)."""
-    if raw_logp is None:
-        raw_logp = torch.log_softmax(logits.float(), dim=-1)
+                 generator: torch.Generator) -> tuple[int, float]:
+    """(token, its raw log-prob) from one row of logits (V,) under ``params``."""
+    raw_logp = torch.log_softmax(logits.float(), dim=-1)
     scores = _penalise_repeats(logits.float().clone(), history, params.repetition_penalty)
     if params.temperature == 0:
         token = int(scores.argmax())

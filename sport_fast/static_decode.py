@@ -19,7 +19,7 @@ import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from sport_fast.prefix_attention import attend, attention_configs, decode_attention
+from sport_fast.prefix_attention import attend, attention_configs, decode_attention, merge
 
 NAME = "sport_static_prefix"
 BUCKET = 256
@@ -66,9 +66,7 @@ def static_prefix_attention(module, query, key, value, attention_mask=None, scal
     lse_p = lse_p.view(groups, kv_heads, k, group).permute(0, 2, 1, 3).reshape(rows, kv_heads, group)
     future = torch.arange(key.shape[2], device=key.device) > plan.step
     out_s, lse_s = attend(query.reshape(rows, kv_heads, group, dim), key, value, scale, mask=future)
-    lse = torch.logaddexp(lse_p, lse_s)
-    out = out_p * torch.exp(lse_p - lse)[..., None] + out_s * torch.exp(lse_s - lse)[..., None]
-    return out.reshape(rows, 1, heads, dim).to(query.dtype), None
+    return merge(out_p, lse_p, out_s, lse_s).reshape(rows, 1, heads, dim).to(query.dtype), None
 
 
 AttentionInterface.register(NAME, static_prefix_attention)
