@@ -5,7 +5,7 @@ build, the package installs anyway and falls back to the identical pure-Python t
 """
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 try:
@@ -44,8 +44,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["sport_fast", "sport_fast.tools", "sport_fast.kernels"],
-    package_dir={"sport_fast": "sport_fast", "sport_fast.kernels": "kernels"},
+    # sport_fast/kernels is a link to the top-level kernels/ folder, so a bare checkout imports it too
+    packages=find_packages(include=["sport_fast", "sport_fast.*"]),
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[
