@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_rows, median_seconds, stamp  # noqa: E402
 
 from sport_fast import StepGroup, pack_step_groups  # noqa: E402
-from sport_fast.trie import native_available  # noqa: E402
+from sport_fast.tree.trie import native_available  # noqa: E402
 
 SHAPE = {"groups": 64, "context": 4096, "k": 5, "candidate": [64, 384]}
 
@@ -31,9 +31,9 @@ def make_groups(n: int, vocab: int = 49152, seed: int = 0) -> list[StepGroup]:
 
 
 def one_group_forward_seconds(group: StepGroup) -> tuple[float, int]:
-    from sport_fast.branch_logps import tree_hidden_states
-    from sport_fast.models import load_smollm2
-    from sport_fast.tree_batch import make_tree_batch
+    from sport_fast.dpo.branch_logps import tree_hidden_states
+    from sport_fast.model.loader import load_smollm2
+    from sport_fast.tree.batch import make_tree_batch
     model, _ = load_smollm2()
     batch = make_tree_batch(model, [group])
     with torch.no_grad():

@@ -40,9 +40,9 @@ from common import append_rows, stamp  # noqa: E402
 from w1_linear_logprobs import matmul_tflops  # noqa: E402
 
 from sport_fast import StepGroup, dpo_loss, pack_step_groups  # noqa: E402
-from sport_fast.reference import compute_ref_logps, reference_mode  # noqa: E402
-from sport_fast.tree_batch import decoder_of, make_tree_batch  # noqa: E402
-from sport_fast.tree_dpo import tree_step_dpo_loss  # noqa: E402
+from sport_fast.dpo.reference_logps import compute_ref_logps, reference_mode  # noqa: E402
+from sport_fast.tree.batch import decoder_of, make_tree_batch  # noqa: E402
+from sport_fast.dpo.step_loss import tree_step_dpo_loss  # noqa: E402
 
 QWEN2 = dict(vocab_size=151_936, tie_word_embeddings=True, num_key_value_heads=2, max_position_embeddings=32768)
 MODELS = {

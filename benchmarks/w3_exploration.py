@@ -7,7 +7,7 @@ with candidate 0 and a fixed observation.
   (a) SPORT's way: generate() for candidate 0 at temperature 0.7, then generate(num_return_sequences=4) at
       1.2, each re-prefilling the whole context (and generate expands the prompt K-fold before prefill);
   (b) generate(num_return_sequences=5) once per step;
-  (c) sport_fast.sampler.PrefixSampler, one trajectory at a time: one prefill per trajectory, K siblings
+  (c) sport_fast.sampler.prefix_sampler.PrefixSampler, one trajectory at a time: one prefill per trajectory, K siblings
       from its KV, commit;
   (d) the same sampler with the 4 trajectories batched (``sample_many``): 20 rows per decode forward.
   A batched step's wall time is shared equally by the trajectories in it.
@@ -88,7 +88,7 @@ def run_hf(model, tok, peer):
 
 
 def _params(t, s):
-    from sport_fast.sampling import SamplingParams
+    from sport_fast.sampler.sampling import SamplingParams
     new = SHAPE["new_tokens"]
     return [SamplingParams(temperature=0.7, max_new_tokens=new, seed=1000 * t + 10 * s)] + \
            [SamplingParams(temperature=1.2, max_new_tokens=new, seed=1000 * t + 10 * s + i)
@@ -96,7 +96,7 @@ def _params(t, s):
 
 
 def run_ours(model, tok, batched: bool):
-    from sport_fast.sampler import PrefixSampler
+    from sport_fast.sampler.prefix_sampler import PrefixSampler
     obs = tok.encode(OBSERVATION, add_special_tokens=False)
     sampler, steps = PrefixSampler(model, tok, seed=0), []
     trajs = [sampler.start(ctx) for ctx in contexts(tok)]
@@ -116,7 +116,7 @@ def run_ours(model, tok, batched: bool):
 
 
 def run_peer(peer: str) -> dict:
-    from sport_fast.models import load_smollm2
+    from sport_fast.model.loader import load_smollm2
     model, tok = load_smollm2()
     with torch.no_grad():
         steps = run_ours(model, tok, peer == "d") if peer in "cd" else run_hf(model, tok, peer)

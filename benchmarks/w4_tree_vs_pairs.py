@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_rows, median_seconds, peak_rss_mib, stamp  # noqa: E402
 
 from sport_fast import StepGroup, dpo_loss, pair_indices  # noqa: E402
-from sport_fast.branch_logps import packed_branch_logps  # noqa: E402
-from sport_fast.pairs import segment_ref_logps  # noqa: E402
-from sport_fast.reference import compute_ref_logps, reference_mode  # noqa: E402
-from sport_fast.tree_batch import make_tree_batch  # noqa: E402
+from sport_fast.dpo.branch_logps import packed_branch_logps  # noqa: E402
+from sport_fast.dpo.pairs import segment_ref_logps  # noqa: E402
+from sport_fast.dpo.reference_logps import compute_ref_logps, reference_mode  # noqa: E402
+from sport_fast.tree.batch import make_tree_batch  # noqa: E402
 
 SHAPE = {"groups": 4, "context": 512, "k": 5, "candidate": 48, "pairs_per_group": 3}
 BETA = 0.1
@@ -49,7 +49,7 @@ def make_groups(vocab: int, seed: int = 0) -> list[StepGroup]:
 def make_policy():
     from peft import LoraConfig, get_peft_model
 
-    from sport_fast.models import load_smollm2
+    from sport_fast.model.loader import load_smollm2
     model, _ = load_smollm2()
     torch.manual_seed(0)
     cfg = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)

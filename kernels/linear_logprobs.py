@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from sport_fast.kernels.dispatch import resolve_kernel_impl
-from sport_fast.kernels.reference import linear_logprobs_torch
+from sport_fast.kernels.linear_logprobs_reference import linear_logprobs_torch
 
 
 @torch.library.custom_op("sport_fast::linear_logprobs_fwd", mutates_args=())

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from sport_fast.dpo import dpo_loss
+from sport_fast.dpo.loss import dpo_loss
 from sport_fast.kernels.linear_logprobs import linear_logprobs
 
 
 def step_dpo_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, segment_ids: torch.Tensor,
                   chosen: torch.Tensor, rejected: torch.Tensor, ref_logps: torch.Tensor, beta: float = 0.1,
                   impl: str = "auto", **dpo_kwargs):
-    """Mean step-DPO loss over pairs and its metrics (see ``sport_fast.dpo.dpo_loss``).
+    """Mean step-DPO loss over pairs and its metrics (see ``sport_fast.dpo.loss.dpo_loss``).
 
     hidden (N, H), weight (V, H), targets (N,) int64; segment_ids (N,) int64, -1 for unscored tokens;
     chosen, rejected (P,) segment indices; ref_logps (S,) reference sums per segment.

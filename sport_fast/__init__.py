@@ -3,20 +3,20 @@
 Data flows one way: tasks -> trajectories (sampler + sandbox + judge) -> step groups -> packed trees ->
 log-prob sums -> DPO loss -> weights.
 
-The public names below are imported on first use (PEP 562), so ``import sport_fast.sandbox`` or the
+The public names below are imported on first use (PEP 562), so ``import sport_fast.sandbox.sandbox`` or the
 sandbox's child process does not pay for importing torch.
 """
 from importlib import import_module
 
 _EXPORTS = {
-    "StepGroup": "sport_fast.step_group",
-    "StepStore": "sport_fast.store",
-    "PackedTree": "sport_fast.tree",
-    "pack_step_groups": "sport_fast.tree",
-    "branch_logps": "sport_fast.branch_logps",
-    "packed_branch_logps": "sport_fast.branch_logps",
-    "dpo_loss": "sport_fast.dpo",
-    "pair_indices": "sport_fast.pairs",
+    "StepGroup": "sport_fast.data.step_group",
+    "StepStore": "sport_fast.data.store",
+    "PackedTree": "sport_fast.tree.pack",
+    "pack_step_groups": "sport_fast.tree.pack",
+    "branch_logps": "sport_fast.dpo.branch_logps",
+    "packed_branch_logps": "sport_fast.dpo.branch_logps",
+    "dpo_loss": "sport_fast.dpo.loss",
+    "pair_indices": "sport_fast.dpo.pairs",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from sport_fast.answer_rules import gaia_correct, gta_correct
+from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
 
 
 def task_outcome(task, traj) -> dict:
@@ -81,8 +81,8 @@ def _mean(values) -> float | None:
 
 
 def load_any(path: str, fmt: str):
-    from sport_fast.benchmark_formats import load_gaia, load_gta
-    from sport_fast.tasks import load_tasks
+    from sport_fast.tasks.benchmark_formats import load_gaia, load_gta
+    from sport_fast.tasks.task import load_tasks
     return {"suite": load_tasks, "gta": load_gta, "gaia": load_gaia}[fmt](path)
 
 
@@ -113,19 +113,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_agent(args):
-    from sport_fast.agent import Agent, AgentConfig
-    from sport_fast.chat_format import ChatFormat
-    from sport_fast.models import load_smollm2
-    from sport_fast.sandbox import Sandbox, describe_layers
+    from sport_fast.agent.agent import Agent, AgentConfig
+    from sport_fast.model.chat_format import ChatFormat
+    from sport_fast.model.loader import load_smollm2
+    from sport_fast.sandbox.sandbox import Sandbox, describe_layers
     from sport_fast.tools import default_registry
     print(describe_layers())
     model, tokenizer = load_smollm2()  # the tokenizer is needed for token-in, token-out in both cases
     if args.base_url:
-        from sport_fast.openai_backend import OpenAIStepSampler
-        from sport_fast.policies import ServerPolicy
+        from sport_fast.sampler.remote import OpenAIStepSampler
+        from sport_fast.sampler.policies import ServerPolicy
         policy = ServerPolicy(OpenAIStepSampler(args.base_url, args.model))
     else:
-        from sport_fast.sampler import PrefixSampler
+        from sport_fast.sampler.prefix_sampler import PrefixSampler
         policy = PrefixSampler(model, tokenizer)
     tools = default_registry()
     config = AgentConfig(k=args.k, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens)

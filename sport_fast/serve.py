@@ -2,7 +2,7 @@
 
 Endpoints: GET /v1/models, POST /v1/completions (prompt: text or token ids), POST /v1/chat/completions.
 Fields: n, temperature, top_p, top_k, max_tokens, stop, logprobs, seed, and for chat ``response_format``
-with a JSON schema of flat string/enum properties (``sport_fast.guided``). Each choice also carries its
+with a JSON schema of flat string/enum properties (``sport_fast.sampler.guided``). Each choice also carries its
 ``token_ids`` (and the reply the prompt's), so token-in, token-out clients never re-tokenise. Prompts reuse
 cached prefixes across requests (``usage.prompt_tokens_details.cached_tokens`` says how many). Requests are
 served by threads; the model runs one request at a time. A malformed request gets a 4xx naming the field.
@@ -14,12 +14,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sport_fast.chat_format import template_ids
-from sport_fast.guided import GuidedDecoder, SchemaError
-from sport_fast.openai_protocol import RequestError, completion_response, parse_response_format, parse_sampling
-from sport_fast.prefix_cache import PrefixCache
-from sport_fast.sampler import PrefixSampler
-from sport_fast.sampling import Candidate
+from sport_fast.model.chat_format import template_ids
+from sport_fast.sampler.guided import GuidedDecoder, SchemaError
+from sport_fast.sampler.protocol import RequestError, completion_response, parse_response_format, parse_sampling
+from sport_fast.sampler.prefix_cache import PrefixCache
+from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sampler.sampling import Candidate
 
 MAX_BODY = 16 << 20
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _load(name: str):
     if name == "smollm2":
-        from sport_fast.models import load_smollm2
+        from sport_fast.model.loader import load_smollm2
         return load_smollm2()
     from pathlib import Path
 

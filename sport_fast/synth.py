@@ -25,11 +25,11 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sport_fast.bleu import char_bleu
-from sport_fast.chat_client import ChatRequest
-from sport_fast.durable import append_jsonl
-from sport_fast.task_images import IMAGE_SUFFIXES, image_problem
-from sport_fast.tasks import Task, save_tasks
+from sport_fast.data.bleu import char_bleu
+from sport_fast.llm.client import ChatRequest
+from sport_fast.run.durable import append_jsonl
+from sport_fast.tasks.drawing import IMAGE_SUFFIXES, image_problem
+from sport_fast.tasks.task import Task, save_tasks
 
 PROMPT_VERSION = "synth-v1"
 BUILTIN_EXAMPLES = (
@@ -184,7 +184,7 @@ def load_seeds(source: str | Path) -> list[Seed]:
 
 def suite_seeds(folder: str | Path, seed: int = 0, n: int = 14) -> list[Seed]:
     """The offline suite's training files and captions, one seed per file (the default seeds)."""
-    from sport_fast.task_suite import generate_suite
+    from sport_fast.tasks.suite import generate_suite
     tasks = generate_suite(folder, n_train=n, n_heldout=0, seed=seed)["train"]
     return [Seed(name, path, t.captions[name]) for t in tasks for name, path in t.files.items()]
 
@@ -250,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _backend(args):
-    from sport_fast.chat_client import CachedBackend, LocalChatBackend, OpenAIChatBackend
+    from sport_fast.llm.client import CachedBackend, LocalChatBackend, OpenAIChatBackend
     if args.local:
         if args.local != "smollm2":
             raise ValueError("--local takes 'smollm2' (the embedded default model)")
-        from sport_fast.models import load_smollm2
+        from sport_fast.model.loader import load_smollm2
         backend = LocalChatBackend(*load_smollm2(), name="smollm2")
     elif args.base_url:
         backend = OpenAIChatBackend(args.base_url, args.model, timeout_s=args.timeout, max_retries=2)

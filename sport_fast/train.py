@@ -23,8 +23,8 @@ import zlib
 from pathlib import Path
 
 from sport_fast.config import ConfigError, dump_config, load_config
-from sport_fast.faults import crash_point
-from sport_fast.run_setup import SetupError
+from sport_fast.run.crash_points import crash_point
+from sport_fast.run.setup import SetupError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -54,20 +54,20 @@ def _lead(cfg, parallel) -> int:
     import torch
     from tqdm import tqdm
 
-    from sport_fast import run_setup as setup
-    from sport_fast.agent import Agent, AgentConfig
-    from sport_fast.chat_format import ChatFormat
-    from sport_fast.explore import explore
-    from sport_fast.judge import JudgeConfig, StepJudge
-    from sport_fast.reference import compute_ref_logps
-    from sport_fast.run_dir import RunDir
-    from sport_fast.run_metrics import RunMetrics, summary_line
-    from sport_fast.sampler import PrefixSampler
-    from sport_fast.sandbox import Sandbox, describe_layers
-    from sport_fast.store import StepStore
-    from sport_fast.task_vision import VisionPrompt, store_images
+    from sport_fast.run import setup as setup
+    from sport_fast.agent.agent import Agent, AgentConfig
+    from sport_fast.model.chat_format import ChatFormat
+    from sport_fast.run.explore import explore
+    from sport_fast.judge.step_judge import JudgeConfig, StepJudge
+    from sport_fast.dpo.reference_logps import compute_ref_logps
+    from sport_fast.run.run_dir import RunDir
+    from sport_fast.run.metrics import RunMetrics, summary_line
+    from sport_fast.sampler.prefix_sampler import PrefixSampler
+    from sport_fast.sandbox.sandbox import Sandbox, describe_layers
+    from sport_fast.data.store import StepStore
+    from sport_fast.agent.vision_prompt import VisionPrompt, store_images
     from sport_fast.tools import default_registry
-    from sport_fast.trainer import train_round
+    from sport_fast.dpo.trainer import train_round
 
     t_start = time.perf_counter()
     root = Path(cfg.out_dir)
@@ -99,7 +99,7 @@ def _lead(cfg, parallel) -> int:
         tasks = heldout[: cfg.eval.n_tasks]
         with tqdm(total=len(tasks), desc=f"eval {tag}", leave=False) as bar:
             report = evaluate(tasks, agent, None, progress=lambda i, n, o: bar.update(1), batch=cfg.explore.batch)
-        from sport_fast.durable import atomic_write_json
+        from sport_fast.run.durable import atomic_write_json
         atomic_write_json(round_dir / f"eval_{tag}.json", report)
         return report
 
@@ -171,8 +171,8 @@ def _join(cfg):
     """The data-parallel group when ``distributed.deepspeed`` is set (launched by torchrun or deepspeed)."""
     if not cfg.distributed.deepspeed:
         return None
-    from sport_fast.distributed import DataParallel, DistributedError
-    from sport_fast.run_setup import resolve_dtype
+    from sport_fast.dpo.distributed import DataParallel, DistributedError
+    from sport_fast.run.setup import resolve_dtype
     try:
         return DataParallel.start(cfg.distributed.deepspeed, cfg.distributed.timeout_min,
                                   resolve_dtype(cfg.model.dtype))
@@ -184,10 +184,10 @@ def _follow(cfg, parallel) -> int:
     """A rank other than 0: hold the policy, and train on each round's store when rank 0 says so."""
     import torch
 
-    from sport_fast import run_setup as setup
-    from sport_fast.store import StepStore
-    from sport_fast.task_vision import store_images
-    from sport_fast.trainer import train_round
+    from sport_fast.run import setup as setup
+    from sport_fast.data.store import StepStore
+    from sport_fast.agent.vision_prompt import store_images
+    from sport_fast.dpo.trainer import train_round
     torch.manual_seed(cfg.seed)
     model, _ = setup.load_policy(cfg.model)
     processor = setup.load_image_processor(cfg.model, model)
@@ -226,7 +226,7 @@ def _round_tasks(cfg, r, rdir, train_tasks, judge_backend, tools, setup):
     if cfg.tasks.source != "synth":
         return setup.round_tasks(train_tasks, cfg.tasks.per_round, r)
     from sport_fast.synth import SynthConfig, load_seeds, suite_seeds, synthesize
-    from sport_fast.tasks import load_tasks
+    from sport_fast.tasks.task import load_tasks
     path = rdir / "tasks.jsonl"
     if not path.exists():
         seeds = load_seeds(cfg.tasks.seeds) if cfg.tasks.seeds else suite_seeds(rdir / "seed_files", cfg.seed + r)
@@ -237,7 +237,7 @@ def _round_tasks(cfg, r, rdir, train_tasks, judge_backend, tools, setup):
 
 def _cache_reuse(path: Path) -> float:
     """Share of context tokens the sampler served from cache rather than prefilling, over the round."""
-    from sport_fast.durable import read_jsonl
+    from sport_fast.run.durable import read_jsonl
     trajectories = [rec["trajectory"] for _, rec in read_jsonl(path)]
     steps = [s for t in trajectories for s in t["steps"]]
     total = sum(s["context_tokens"] for s in steps)

@@ -2,7 +2,7 @@
 import torch
 
 from sport_fast.config import TrainSection
-from sport_fast.reference import compute_ref_logps
+from sport_fast.dpo.reference_logps import compute_ref_logps
 from tiny_models import random_groups, tiny_qwen2
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ds_case import case  # noqa: E402
-from sport_fast.distributed import DataParallel  # noqa: E402
-from sport_fast.trainer import train_round  # noqa: E402
+from sport_fast.dpo.distributed import DataParallel  # noqa: E402
+from sport_fast.dpo.trainer import train_round  # noqa: E402
 
 if __name__ == "__main__":
     config_json, out = sys.argv[1], Path(sys.argv[2])

@@ -1,7 +1,7 @@
 """Step parsing: SPORT's format, the near-misses it tolerates (noted), and precise reasons for the rest."""
 import pytest
 
-from sport_fast.actions import MalformedStep, parse_step
+from sport_fast.agent.actions import MalformedStep, parse_step
 
 GOOD = "Thought: count them.\n```py\nprint(count_objects('a.png'))\n```<end_action>"
 

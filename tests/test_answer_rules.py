@@ -1,7 +1,7 @@
 """GAIA's and GTA's answer rules, on the cases their published scorers distinguish."""
 import pytest
 
-from sport_fast.answer_rules import gaia_correct, gta_correct
+from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
 
 
 @pytest.mark.parametrize("pred, truth, want", [

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from sport_fast.bleu import char_bleu
+from sport_fast.data.bleu import char_bleu
 
 
 def test_matches_nltk_on_random_strings():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sport_fast import StepGroup, branch_logps
-from sport_fast.trie import native_available
-from sport_fast.vision_inputs import ImageInputs
+from sport_fast.tree.trie import native_available
+from sport_fast.model.vision import ImageInputs
 from tiny_models import (IMAGE_PAD, VISION_END, VISION_START, random_groups, random_ids, random_image,
                          separate_forward_logps, tiny_image_processor, tiny_llama, tiny_qwen2, tiny_qwen2_vl)
 

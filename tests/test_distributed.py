@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ds_case import case
-from sport_fast.distributed import DataParallel, DistributedError, check_precision, load_ds_config
-from sport_fast.reference import token_budget_batches
-from sport_fast.trainer import shard, train_round
+from sport_fast.dpo.distributed import DataParallel, DistributedError, check_precision, load_ds_config
+from sport_fast.dpo.reference_logps import token_budget_batches
+from sport_fast.dpo.trainer import shard, train_round
 
 deepspeed = pytest.importorskip("deepspeed")
 ROOT = Path(__file__).resolve().parent.parent

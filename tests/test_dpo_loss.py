@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sport_fast import branch_logps, dpo_loss, pair_indices
-from sport_fast.pairs import segment_lengths
+from sport_fast.dpo.pairs import segment_lengths
 from tiny_models import VOCAB, random_groups, tiny_qwen2
 
 

@@ -5,8 +5,8 @@ import openai
 import pytest
 import torch
 
-from sport_fast.guided import GuidedDecoder, SchemaError, parse_flat_schema
-from sport_fast.sampling import SamplingParams
+from sport_fast.sampler.guided import GuidedDecoder, SchemaError, parse_flat_schema
+from sport_fast.sampler.sampling import SamplingParams
 
 SCHEMA = {"type": "object", "properties": {"best": {"type": "string", "enum": ["K", "Q", "Z"]},
                                            "reason": {"type": "string"}}, "required": ["best", "reason"]}

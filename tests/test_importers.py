@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from sport_fast import StepStore, branch_logps
-from sport_fast.importers import Qwen2VLImagePlaceholder, import_sharegpt_pairs
-from sport_fast.vision_inputs import ImageInputs
+from sport_fast.data.sharegpt import Qwen2VLImagePlaceholder, import_sharegpt_pairs
+from sport_fast.model.vision import ImageInputs
 from tiny_models import IMAGE_PAD, random_image, separate_forward_logps, tiny_image_processor, tiny_qwen2_vl
 
 CONV = [{"from": "human", "value": "Count the red squares."},

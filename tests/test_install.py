@@ -10,7 +10,7 @@ sys.modules["sport_fast._C"] = None  # as if the build had failed
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     from sport_fast import StepGroup, pack_step_groups
-    from sport_fast.trie import native_available
+    from sport_fast.tree.trie import native_available
     g = StepGroup(context_ids=[1, 2], candidate_ids=[[3], [4]], chosen=0, rejected=[1])
     a = pack_step_groups([g]); b = pack_step_groups([g])
 assert not native_available()

@@ -8,12 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sport_fast.agent import CandidateRecord, StepRecord, TrajectoryRecord
-from sport_fast.bleu import char_bleu
-from sport_fast.chat_client import CachedBackend, ChatReply, ChatRequest, OpenAIChatBackend
-from sport_fast.judge import JudgeConfig, StepJudge, validate_reply
-from sport_fast.labels import rejected_candidates, step_groups
-from sport_fast.tasks import Task
+from sport_fast.agent.agent import CandidateRecord, StepRecord, TrajectoryRecord
+from sport_fast.data.bleu import char_bleu
+from sport_fast.llm.client import CachedBackend, ChatReply, ChatRequest, OpenAIChatBackend
+from sport_fast.judge.step_judge import JudgeConfig, StepJudge, validate_reply
+from sport_fast.data.rejection import rejected_candidates, step_groups
+from sport_fast.tasks.task import Task
 
 TASK = Task(id="t1", question="How many red shapes are in shapes.png?", answer="3",
             captions={"shapes.png": "coloured shapes on white"})

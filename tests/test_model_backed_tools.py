@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
 from sport_fast.tools import default_registry
 from sport_fast.tools.model_backed import OpenAIVisionQA, OpenAIWebSearch, function_tool
 

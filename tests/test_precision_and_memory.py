@@ -7,8 +7,8 @@ import torch
 
 from ds_case import case
 from sport_fast.config import TrainSection
-from sport_fast.run_setup import enable_checkpointing
-from sport_fast.trainer import LocalStepper, _Totals, train_round
+from sport_fast.run.setup import enable_checkpointing
+from sport_fast.dpo.trainer import LocalStepper, _Totals, train_round
 from tiny_models import tiny_qwen2
 
 

@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from sport_fast.sampler import PrefixSampler
-from sport_fast.sampling import SamplingParams, _penalise_repeats
+from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sampler.sampling import SamplingParams, _penalise_repeats
 from tiny_models import random_ids, tiny_llama, tiny_qwen2
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
@@ -207,7 +207,7 @@ def test_sample_many_refuses_a_trajectory_twice_and_empty_params():
 
 
 def test_draw_follows_the_distribution_and_never_picks_a_zero():
-    from sport_fast.sampling import draw
+    from sport_fast.sampler.sampling import draw
     probs = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
     gen = torch.Generator().manual_seed(0)
     counts = torch.bincount(torch.tensor([draw(probs, gen) for _ in range(20000)]), minlength=6).double()
@@ -271,7 +271,7 @@ def test_image_placeholders_must_match_the_images():
 
 
 def test_decode_mode_dispatch_is_explicit(monkeypatch):
-    from sport_fast.decode_steps import resolve_mode
+    from sport_fast.sampler.decode_steps import resolve_mode
     cpu = torch.device("cpu")
     assert resolve_mode("auto", cpu) == "dynamic"
     assert resolve_mode("auto", torch.device("cuda")) == "graph"
@@ -285,7 +285,7 @@ def test_decode_mode_dispatch_is_explicit(monkeypatch):
 
 
 def test_sample_rows_equals_sample_token_row_by_row():
-    from sport_fast.sampling import sample_rows, sample_token
+    from sport_fast.sampler.sampling import sample_rows, sample_token
     logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0)) * 3
     params = [GREEDY, SamplingParams(temperature=0.7), SamplingParams(temperature=1.2, top_k=5),
               SamplingParams(temperature=1.0, top_p=0.3), SamplingParams(temperature=0.9, repetition_penalty=1.3),

@@ -1,8 +1,8 @@
 """The sandbox's contract: fresh state per run, replayed chosen steps, final answers, host tools over the pipe."""
 import pytest
 
-from sport_fast import sandbox as sandbox_mod
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox import sandbox as sandbox_mod
+from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
 from sport_fast.tools import Tool, ToolRegistry
 
 FULL = all(available_layers()[k] for k in REQUIRED_LAYERS)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sport_fast import isolation
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox import isolation
+from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
 
 pytestmark = pytest.mark.skipif(not all(available_layers()[k] for k in REQUIRED_LAYERS),
                                 reason="full isolation needs root on Linux")
@@ -128,7 +128,7 @@ def test_parent_environment_and_proc_secrets_are_unreadable(sandbox, tmp_path, m
 def test_killing_the_parent_fails():
     harness = textwrap.dedent("""
         import json, os
-        from sport_fast.sandbox import Sandbox
+        from sport_fast.sandbox.sandbox import Sandbox
         code = "import os, signal\\nfor pid in (os.getppid(), -1, 1):\\n    try:\\n        os.kill(pid, signal.SIGKILL)\\n"\\
                "    except OSError as e:\\n        print(pid, type(e).__name__)\\nprint('done')"
         r = Sandbox(timeout_s=2).run(code)

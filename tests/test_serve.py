@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from sport_fast.openai_backend import OpenAIStepSampler
-from sport_fast.sampler import PrefixSampler
-from sport_fast.sampling import SamplingParams
+from sport_fast.sampler.remote import OpenAIStepSampler
+from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sampler.sampling import SamplingParams
 from sport_fast.serve import SamplerService, start_server
 from test_importers import vl_tokenizer
 from tiny_models import tiny_qwen2

@@ -4,9 +4,9 @@ import json
 import pytest
 from PIL import Image
 
-from sport_fast.chat_client import ChatReply, LocalChatBackend
+from sport_fast.llm.client import ChatReply, LocalChatBackend
 from sport_fast.synth import Seed, SynthConfig, load_seeds, suite_seeds, synthesize
-from sport_fast.tasks import load_tasks
+from sport_fast.tasks.task import load_tasks
 from sport_fast.tools import default_registry
 
 

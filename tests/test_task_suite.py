@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from sport_fast.answer_rules import gaia_correct
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
-from sport_fast.task_suite import FAMILIES, generate_suite
-from sport_fast.tasks import Task, load_tasks, save_tasks
+from sport_fast.tasks.answer_rules import gaia_correct
+from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.tasks.suite import FAMILIES, generate_suite
+from sport_fast.tasks.task import Task, load_tasks, save_tasks
 from sport_fast.tools import default_registry
 from sport_fast.tools.ocr import shutil as ocr_shutil
 

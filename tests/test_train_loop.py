@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sport_fast.tasks import Task, save_tasks
+from sport_fast.tasks.task import Task, save_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["--config", str(ROOT / "configs" / "default.yaml")]

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from sport_fast.kernels.dispatch import interpreting
-from sport_fast.reference import compute_ref_logps
-from sport_fast.tree_batch import make_tree_batch
-from sport_fast.tree_dpo import tree_step_dpo_loss
+from sport_fast.dpo.reference_logps import compute_ref_logps
+from sport_fast.tree.batch import make_tree_batch
+from sport_fast.dpo.step_loss import tree_step_dpo_loss
 from tiny_models import random_groups, tiny_llama, tiny_qwen2
 
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and not interpreting(),

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from sport_fast import pack_step_groups
-from sport_fast.tree_attention import dense_tree_mask, flex_tree_block_mask, tree_visibility
+from sport_fast.tree.attention import dense_tree_mask, flex_tree_block_mask, tree_visibility
 from tiny_models import random_groups
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sport_fast import StepGroup, pack_step_groups
-from sport_fast.trie import native_available
+from sport_fast.tree.trie import native_available
 from tiny_models import IMAGE_PAD, random_groups
 
 IMPLS = ["python"] + (["cpp"] if native_available() else [])

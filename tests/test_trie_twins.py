@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sport_fast.trie import build_trie, native_available
+from sport_fast.tree.trie import build_trie, native_available
 
 needs_native = pytest.mark.skipif(not native_available(), reason="sport_fast._C was not built")
 

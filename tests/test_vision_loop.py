@@ -11,20 +11,20 @@ import pytest
 import torch
 from PIL import Image
 
-from sport_fast.agent import Agent, AgentConfig
-from sport_fast.branch_logps import branch_logps
-from sport_fast.chat_format import ChatFormat
+from sport_fast.agent.agent import Agent, AgentConfig
+from sport_fast.dpo.branch_logps import branch_logps
+from sport_fast.model.chat_format import ChatFormat
 from sport_fast.config import TrainSection
-from sport_fast.explore import explore
-from sport_fast.reference import compute_ref_logps
-from sport_fast.sampler import PrefixSampler
-from sport_fast.sandbox import Sandbox
-from sport_fast.store import StepStore
-from sport_fast.task_vision import VisionPrompt, store_images
-from sport_fast.tasks import Task, save_tasks
+from sport_fast.run.explore import explore
+from sport_fast.dpo.reference_logps import compute_ref_logps
+from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sandbox.sandbox import Sandbox
+from sport_fast.data.store import StepStore
+from sport_fast.agent.vision_prompt import VisionPrompt, store_images
+from sport_fast.tasks.task import Task, save_tasks
 from sport_fast.tools import default_registry
-from sport_fast.trainer import train_round
-from sport_fast.vision_inputs import ImageInputs
+from sport_fast.dpo.trainer import train_round
+from sport_fast.model.vision import ImageInputs
 from test_importers import vl_tokenizer
 from tiny_models import IMAGE_PAD, random_image, tiny_image_processor, tiny_qwen2_vl
 

@@ -1,0 +1,257 @@
+"""The agent: at each step, K candidate steps from the policy, each parsed and executed in the sandbox on the
+state of the chosen steps so far, one chosen, its observation fed back as the next turn.
+
+Per step:
+1. the policy samples K candidates (SPORT: candidate 0 at temperature 0.7, the rest at 1.2), stopping at
+   ``<end_action>``; token ids are kept verbatim for training;
+2. each candidate is parsed (a malformed one is recorded with the reason, never executed) and run in a
+   fresh sandbox after replaying the chosen steps' code, in parallel;
+3. ``select`` picks one (a judge, in training; by default the first candidate whose code ran) or abstains;
+   on an abstention the step is labelled with nothing (``chosen=None``: it yields no pair) and, with
+   ``on_abstain="follow_first_ran"``, the trajectory goes on with the first candidate that ran, so later
+   steps can still be judged; with ``"stop"`` it ends there;
+4. the followed step's observation becomes the next user turn, prefilled on top of the cached context.
+``run_many`` runs several tasks in lockstep so that their candidates decode in one batch.
+Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` followed steps that failed, or on an
+abstention with ``on_abstain="stop"``. Everything is recorded: the trajectory is the raw material of step
+groups (``labels.py``).
+"""
+from __future__ import annotations
+
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from sport_fast.agent.actions import END_ACTION, MalformedStep, parse_step
+from sport_fast.sampler.sampling import Candidate, SamplingParams
+
+SYSTEM_PROMPT = """You are an agent that solves tasks by writing Python code that calls tools.
+At each step write 'Thought:' with your reasoning, then one Python code block, then {end}, like this:
+Thought: I need the size of the image first.
+```py
+print(image_size('photo.png'))
+```{end}
+What your code prints is shown to you as the next observation. Variables persist between steps.
+When you know the answer, call final_answer(answer) in your code.
+Tools, already defined as Python functions:
+{tools}"""
+
+
+@dataclass
+class AgentConfig:
+    k: int = 1
+    max_steps: int = 6
+    max_errors: int = 3
+    max_new_tokens: int = 256
+    first_temperature: float = 0.7
+    other_temperature: float = 1.2
+    top_p: float = 1.0
+    seed: int = 0
+    on_abstain: str = "follow_first_ran"   # or "stop"
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.max_steps < 1 or self.max_errors < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"agent config out of range: {self}")
+        if self.on_abstain not in ("follow_first_ran", "stop"):
+            raise ValueError(f"agent.on_abstain must be 'follow_first_ran' or 'stop', got {self.on_abstain!r}")
+
+
+@dataclass
+class CandidateRecord:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None
+    thought: str = ""
+    code: str = ""
+    parse_error: str | None = None
+    repairs: list[str] = field(default_factory=list)
+    observation: str = ""
+    error: str | None = None
+    timed_out: bool = False
+    tool_calls: list[dict] = field(default_factory=list)
+    has_final_answer: bool = False
+    final_answer: object = None
+    wall_s: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        """Parsed and executed without an error or a timeout."""
+        return self.parse_error is None and self.error is None and not self.timed_out
+
+
+@dataclass
+class StepRecord:
+    context_tokens: int
+    candidates: list[CandidateRecord]
+    chosen: int | None                 # the preferred candidate; None: the selector abstained (no pair)
+    followed: int | None = None        # the candidate the trajectory went on with (None: it stopped here)
+    observation_ids: list[int] = field(default_factory=list)   # the turn appended after the followed step
+    verdict: dict | None = None        # the selector's record (judge replies, reasons)
+
+
+@dataclass
+class TrajectoryRecord:
+    task_id: str
+    context_ids: list[int]
+    steps: list[StepRecord] = field(default_factory=list)
+    final_answer: object = None
+    finished: bool = False
+    stop_reason: str = ""
+    selection: str = ""
+    images: list[str] = field(default_factory=list)  # image files shown to the policy in the context, in order
+
+    def followed_steps(self) -> list[CandidateRecord]:
+        return [s.candidates[s.followed] for s in self.steps if s.followed is not None]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict) -> "TrajectoryRecord":
+        steps = [StepRecord(**{**s, "candidates": [CandidateRecord(**c) for c in s["candidates"]]})
+                 for s in record["steps"]]
+        return cls(**{**record, "steps": steps})
+
+
+# select(task, step, candidates, history) -> candidate index, None (abstain), or an object with ``chosen``
+# (index or None) and ``to_json()`` (a judge's Verdict). history: the followed steps so far.
+Selector = Callable[[object, int, list[CandidateRecord], list[CandidateRecord]], object]
+
+
+def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=()) -> int:
+    """Test-time rule without a judge: the first candidate whose code ran, else candidate 0."""
+    return next((i for i, c in enumerate(candidates) if c.ran), 0)
+
+
+class Agent:
+    def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
+                 select: Selector = first_that_ran, selection_name: str | None = None, vision=None):
+        """``vision``: a ``task_vision.VisionPrompt`` to show a vision-language policy the task's images."""
+        self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
+        self.config = config or AgentConfig()
+        self.select = select
+        self.selection_name = selection_name or getattr(select, "__name__", "custom")
+        self.system = SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
+
+    def run(self, task) -> TrajectoryRecord:
+        return self.run_many([task])[0]
+
+    def run_many(self, tasks) -> list[TrajectoryRecord]:
+        """The trajectories of ``tasks``, in lockstep: at each step every unfinished trajectory's K candidates
+        are sampled together (one decode batch with ``sample_many``), all candidates run in the sandbox, then
+        each trajectory is judged and continued. Each trajectory's data equals what ``run`` gives it alone,
+        up to the floating-point rounding of a different batch shape."""
+        episodes = [self._begin(task) for task in tasks]
+        for step in range(self.config.max_steps):
+            active = [e for e in episodes if e.record.stop_reason == ""]
+            if not active:
+                break
+            sampled = self._sample([(e.handle, self._params(e.task, step)) for e in active])
+            candidates = [[_parsed(c) for c in cands] for cands in sampled]
+            self._execute_all(active, candidates)
+            for episode, cands in zip(active, candidates):
+                self._advance(episode, step, cands)
+        for e in episodes:
+            e.record.stop_reason = e.record.stop_reason or f"max_steps ({self.config.max_steps})"
+        return [e.record for e in episodes]
+
+    def _begin(self, task) -> "_Episode":
+        shown = self.vision.images(task) if self.vision is not None else []
+        user = (self.vision.block(shown) if shown else "") + _user_turn(task)
+        context = self.chat.prompt_ids(self.system, user)
+        record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name,
+                                  images=[str(im.path) for im in shown])
+        if shown:
+            handle = self.policy.start(context, images=[(im.pixel_values, im.grid_thw) for im in shown])
+        else:
+            handle = self.policy.start(context)
+        return _Episode(task, record, handle)
+
+    def _sample(self, requests: list) -> list[list[Candidate]]:
+        if hasattr(self.policy, "sample_many"):
+            return self.policy.sample_many(requests)
+        return [self.policy.sample(handle, params) for handle, params in requests]
+
+    def _execute_all(self, episodes: list["_Episode"], candidates: list[list[CandidateRecord]]) -> None:
+        """Every parsed candidate of every trajectory, each in a fresh sandbox, a few at a time."""
+        jobs = [(rec, e.task, e.chosen_code) for e, cands in zip(episodes, candidates) for rec in cands
+                if rec.parse_error is None]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 4))) as pool:
+            list(pool.map(lambda job: self._execute(*job), jobs))
+
+    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord]) -> None:
+        """Select, record, and either stop the trajectory (setting its stop reason) or continue it."""
+        record = e.record
+        chosen, verdict = _selection(self.select(e.task, step, candidates, record.followed_steps()))
+        follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
+            first_that_ran(e.task, step, candidates)
+        rec = StepRecord(context_tokens=_context_len(e.handle, e.record.context_ids), candidates=candidates, chosen=chosen,
+                         followed=follow, verdict=verdict)
+        record.steps.append(rec)
+        if follow is None:
+            record.stop_reason = "selector abstained"
+            return
+        best = candidates[follow]
+        if best.has_final_answer:
+            record.final_answer, record.finished, record.stop_reason = best.final_answer, True, "final_answer"
+            return
+        e.errors += not best.ran
+        if e.errors >= self.config.max_errors:
+            record.stop_reason = f"{e.errors} failed steps"
+            return
+        rec.observation_ids = self.chat.observation_ids(best.text, best.observation)
+        self.policy.commit(e.handle, follow, rec.observation_ids)
+        if best.parse_error is None:
+            e.chosen_code.append(best.code)
+
+    def _execute(self, rec: CandidateRecord, task, chosen_code: list[str]) -> None:
+        result = self.sandbox.run(rec.code, files=task.files, prelude=chosen_code)
+        rec.observation, rec.error, rec.timed_out = result.observation(), result.error, result.timed_out
+        rec.tool_calls, rec.wall_s = result.tool_calls, result.wall_s
+        rec.has_final_answer, rec.final_answer = result.has_final_answer, result.final_answer
+
+    def _params(self, task, step: int) -> list[SamplingParams]:
+        c = self.config
+        return [SamplingParams(temperature=c.first_temperature if i == 0 else c.other_temperature, top_p=c.top_p,
+                               max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
+                               seed=zlib.crc32(f"{c.seed}:{task.id}:{step}:{i}".encode()))
+                for i in range(c.k)]
+
+
+@dataclass
+class _Episode:
+    """One task's trajectory in progress: its record, the policy's handle, the code of the followed steps."""
+    task: object
+    record: TrajectoryRecord
+    handle: object
+    chosen_code: list[str] = field(default_factory=list)
+    errors: int = 0
+
+
+def _selection(value) -> tuple[int | None, dict | None]:
+    if value is None or isinstance(value, int):
+        return value, None
+    return value.chosen, value.to_json()
+
+
+def _parsed(c: Candidate) -> CandidateRecord:
+    rec = CandidateRecord(text=c.text or "", token_ids=list(c.token_ids), logprobs=list(c.logprobs),
+                          finish_reason=c.finish_reason)
+    try:
+        step = parse_step(rec.text)
+        rec.thought, rec.code, rec.repairs = step.thought, step.code, step.repairs
+    except MalformedStep as err:
+        rec.parse_error = str(err)
+        rec.observation = f"Error: the step is malformed: {err}"
+    return rec
+
+
+def _user_turn(task) -> str:
+    files = ", ".join(task.files) if task.files else "none"
+    return f"{task.question}\nFiles in your working directory: {files}"
+
+
+def _context_len(handle, initial: list[int]) -> int:
+    return len(getattr(handle, "context_ids", initial))

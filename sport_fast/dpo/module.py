@@ -1,0 +1,40 @@
+"""The training step's forward as a module: the policy, and ``forward(groups)`` = the step-DPO loss of one
+tree-packed batch. It is what the optimizer side (one process, or a DeepSpeed engine) calls.
+
+Under ZeRO-3 every parameter lives in shards and DeepSpeed gathers a module's own parameters around its
+forward (and again for its backward). The fused kernel reads the lm-head weight outside the head's own
+forward, so the weight is registered as an external parameter of this module: DeepSpeed then gathers it
+for the whole step-DPO forward and again before the backward reaches the kernel.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from sport_fast.dpo.branch_logps import lm_head_weight
+from sport_fast.tree.batch import make_tree_batch
+from sport_fast.dpo.step_loss import tree_step_dpo_loss
+
+
+class TreeDPOModule(torch.nn.Module):
+    def __init__(self, policy, cfg, images=None):
+        """``policy``: the causal LM (peft or plain); ``cfg``: a ``TrainSection`` (beta, loss type, kernel);
+        ``images``: a ``vision_inputs.ImageInputs`` when the groups show images."""
+        super().__init__()
+        self.policy, self.images = policy, images
+        self.beta, self.loss_type, self.kernel_impl = cfg.beta, cfg.loss_type, cfg.kernel_impl
+
+    def register_head_for_zero3(self) -> None:
+        import deepspeed
+        deepspeed.zero.register_external_parameter(self, lm_head_weight(self.policy))
+
+    def forward(self, groups) -> tuple[torch.Tensor, dict]:
+        """(mean loss over the batch's pairs, a record of floats: loss, acc, margin, tokens, seconds)."""
+        t0 = time.perf_counter()
+        batch = make_tree_batch(self.policy, groups, candidates="paired", images=self.images)
+        loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.beta, loss_type=self.loss_type,
+                                           kernel_impl=self.kernel_impl)
+        return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
+                      "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
+                      "seconds": time.perf_counter() - t0}

@@ -1,0 +1,85 @@
+"""The run directory: resolved config, a manifest of completed phases per round, atomic checkpoints.
+
+Layout::
+
+    config.yaml            the resolved config (a resumed run must resolve to the same one)
+    manifest.json          {"phases": {"<round>": {"<phase>": {...summary...}}}}, rewritten atomically
+    round_<r>/             that round's records (trajectories.jsonl, store/, eval/)
+    checkpoints/round_<r>/ weights.safetensors + meta.json + COMPLETE (written last)
+    metrics.jsonl, tensorboard/, rounds.png
+
+A phase counts as done only once its manifest entry exists, and the entry is written after everything
+the phase produced is on disk. Checkpoints are written into a temporary folder, fsynced, marked
+``COMPLETE`` and renamed into place: a reader sees a whole checkpoint or none. Weights are safetensors,
+state is JSON: nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from sport_fast.run.durable import atomic_write, atomic_write_json, fsync_dir
+from sport_fast.run.crash_points import crash_point
+
+
+class RunDir:
+    def __init__(self, root: str | Path, config_yaml: str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        saved = self.root / "config.yaml"
+        if saved.exists() and saved.read_text() != config_yaml:
+            raise ValueError(f"run directory {self.root} holds a run with a different config; resume it with the "
+                             f"same command, or choose another out_dir")
+        if not saved.exists():
+            atomic_write(saved, config_yaml)
+        self.manifest_path = self.root / "manifest.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"phases": {}}
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.manifest["phases"])
+
+    def done(self, round_: int | str, phase: str) -> dict | None:
+        return self.manifest["phases"].get(str(round_), {}).get(phase)
+
+    def mark(self, round_: int | str, phase: str, summary: dict) -> None:
+        self.manifest["phases"].setdefault(str(round_), {})[phase] = summary
+        atomic_write_json(self.manifest_path, self.manifest)
+
+    def round_dir(self, round_: int) -> Path:
+        path = self.root / f"round_{round_}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_dir(self, round_: int) -> Path:
+        return self.root / "checkpoints" / f"round_{round_}"
+
+    def save_checkpoint(self, round_: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+        from safetensors.torch import save_file
+        final = self.checkpoint_dir(round_)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "weights.safetensors"))
+        with open(tmp / "weights.safetensors", "rb+") as f:
+            os.fsync(f.fileno())
+        crash_point("checkpoint.weights_written")
+        atomic_write_json(tmp / "meta.json", meta)
+        atomic_write(tmp / "COMPLETE", "ok\n")
+        if final.exists():  # an earlier attempt of this round finished writing but was never marked done
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return final
+
+    def load_checkpoint(self, round_: int) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+        path = self.checkpoint_dir(round_)
+        if not (path / "COMPLETE").exists():
+            raise FileNotFoundError(f"checkpoint {path} is missing or incomplete")
+        return load_file(str(path / "weights.safetensors"))

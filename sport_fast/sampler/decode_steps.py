@@ -1,0 +1,78 @@
+"""How the sampler runs one decode forward for all rows of a ``sample_many`` call: the one dispatch point.
+
+- ``dynamic`` (the CPU default): context KV read in place (``prefix_attention``), suffix cache growing per token.
+- ``static``: fixed buffers (``static_decode``), the same arithmetic in shapes that never change.
+- ``graph`` (the CUDA default): ``static`` with the step captured once as a CUDA graph and replayed per token.
+``auto`` picks ``graph`` on CUDA and ``dynamic`` elsewhere; ``graph`` without CUDA falls back to ``static``
+with a warning. ``SPORT_DECODE`` overrides the sampler's choice.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from sport_fast.sampler.growing_cache import growing_cache
+from sport_fast.sampler.prefix_attention import PrefixPlan, attention_configs, decode_attention
+from sport_fast.sampler.static_decode import StaticDecoder
+
+MODES = ("auto", "dynamic", "static", "graph")
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    mode = os.environ.get("SPORT_DECODE") or mode
+    if mode not in MODES:
+        raise ValueError(f"decode mode must be one of {MODES}, got {mode!r}")
+    if mode == "auto":
+        return "graph" if device.type == "cuda" else "dynamic"
+    if mode == "graph" and device.type != "cuda":
+        warnings.warn("decode mode 'graph' needs CUDA; falling back to 'static' (uncaptured)")
+        return "static"
+    return mode
+
+
+class DynamicSteps:
+    def __init__(self, model, caches: list, repeats: list[int]):
+        self.model, self.suffix, self.configs = model, growing_cache(model.config), attention_configs(model)
+        starts = [sum(repeats[:i]) for i in range(len(repeats))]
+        self.spans = [(s, s + k) for s, k in zip(starts, repeats)]
+        self.plan = PrefixPlan([(s, e, c) for (s, e), c in zip(self.spans, caches)])
+
+    def step(self, feed: torch.Tensor, positions: torch.Tensor, index: int) -> torch.Tensor:
+        with decode_attention(self.configs):
+            out = self.model(input_ids=feed, past_key_values=self.suffix, position_ids=positions, use_cache=True,
+                             sport_prefix=self.plan)
+        return out.logits[:, -1].float()
+
+    def pending_kv(self) -> list[list]:
+        """Per trajectory, per layer, (keys, values) of its rows' new tokens (None before any forward)."""
+        return [[(layer.keys[s:e], layer.values[s:e]) if layer.is_initialized else (None, None)
+                 for layer in self.suffix.layers] for s, e in self.spans]
+
+
+class StaticSteps:
+    """Rows of trajectory g live at g * K_max + i of the static layout; missing rows are dummies."""
+
+    def __init__(self, model, caches: list, repeats: list[int], capacity: int, graph: bool):
+        self.width = max(repeats)
+        self.decoder = StaticDecoder(model, caches, self.width, capacity, graph=graph)
+        device = caches[0].layers[0].keys.device
+        self.rows = torch.tensor([g * self.width + i for g, k in enumerate(repeats) for i in range(k)], device=device)
+        self.repeats, self.total = repeats, len(caches) * self.width
+
+    def step(self, feed: torch.Tensor, positions: torch.Tensor, index: int) -> torch.Tensor:
+        full_feed = feed.new_zeros(self.total, 1).index_copy_(0, self.rows, feed)
+        full_pos = positions.new_zeros(self.total, 1).index_copy_(0, self.rows, positions)
+        return self.decoder.step(full_feed, full_pos, index)[self.rows]
+
+    def pending_kv(self) -> list[list]:
+        return [[(layer.keys[g * self.width:g * self.width + k], layer.values[g * self.width:g * self.width + k])
+                 for layer in self.decoder.cache.layers] for g, k in enumerate(self.repeats)]
+
+
+def decode_steps(mode: str, model, caches: list, repeats: list[int], capacity: int):
+    """The decode backend for one ``sample_many`` call (``mode`` already resolved)."""
+    if mode == "dynamic":
+        return DynamicSteps(model, caches, repeats)
+    return StaticSteps(model, caches, repeats, capacity, graph=mode == "graph")
