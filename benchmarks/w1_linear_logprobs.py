@@ -31,7 +31,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_rows, stamp  # noqa: E402
 
-from sport_fast.kernels import linear_logprobs, step_dpo_loss  # noqa: E402
+from sport_fast.dpo.step_loss import step_dpo_loss  # noqa: E402
+from sport_fast.kernels import linear_logprobs  # noqa: E402
 
 V_QWEN2 = 151_936
 FULL = {"V": [V_QWEN2], "H": [896, 1536, 3584], "N": [4096, 16384, 65536]}

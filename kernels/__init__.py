@@ -1,10 +1,9 @@
-"""Kernels, installed as ``sport_fast.kernels``: fused lm-head log-probs and the step-DPO loss.
+"""Kernels, imported as ``sport_fast.kernels``: the fused lm-head + log-softmax + gather.
 
-Each fast path has its plain-PyTorch reference beside it (``reference.py``) and one dispatch point
-(``dispatch.py``). Triton is imported only when the Triton path runs.
+``linear_logprobs`` (``linear_logprobs.py``) has its Triton kernels beside it (``linear_logprobs_triton.py``)
+and its plain-PyTorch reference (``linear_logprobs_reference.py``), the oracle and the CPU path. Which one
+runs is decided in ``sport_fast.backends``. Triton is imported only when the Triton path runs.
 """
-from sport_fast.kernels.dispatch import resolve_kernel_impl
 from sport_fast.kernels.linear_logprobs import linear_logprobs
-from sport_fast.kernels.step_dpo import segment_logps, step_dpo_loss
 
-__all__ = ["linear_logprobs", "step_dpo_loss", "segment_logps", "resolve_kernel_impl"]
+__all__ = ["linear_logprobs"]

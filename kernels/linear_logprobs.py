@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from sport_fast.kernels.dispatch import resolve_kernel_impl
+from sport_fast.backends import kernel_impl
 from sport_fast.kernels.linear_logprobs_reference import linear_logprobs_torch
 
 
@@ -55,10 +55,10 @@ def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """log softmax(hidden @ weight.T)[i, targets[i]] as float32 (N,), differentiable in hidden and weight.
 
     hidden (N, H) and weight (V, H) in bf16/fp16/fp32 (tied embeddings allowed), targets (N,) int64.
-    impl: "auto" | "triton" | "torch" (see ``sport_fast.kernels.dispatch``). Memory O(N H + V H).
+    impl: "auto" | "triton" | "torch" (see ``sport_fast.backends``). Memory O(N H + V H).
     """
     _check(hidden, weight, targets)
-    if resolve_kernel_impl(impl, hidden) == "torch":
+    if kernel_impl(impl, hidden) == "torch":
         return linear_logprobs_torch(hidden, weight, targets)
     logp, _ = _fwd_op(hidden, weight, targets)
     return logp

@@ -13,9 +13,17 @@ from pathlib import Path
 
 import yaml
 
+from sport_fast.agent.agent import AgentConfig
+from sport_fast.backends import DECODES, KERNELS, TREE_ATTENTIONS, TRIES
+from sport_fast.dpo.loss import LOSS_TYPES
+from sport_fast.judge.step_judge import JudgeConfig
+
 
 class ConfigError(ValueError):
     """A config problem, in one line naming the key."""
+
+
+CONFIGS = Path(__file__).resolve().parent / "configs"   # the recipes, shipped with the package
 
 
 @dataclass
@@ -49,31 +57,25 @@ class TasksSection:
 
 
 @dataclass
-class ExploreSection:
-    k: int = 4
+class ExploreSection(AgentConfig):
+    """How the agent explores (``agent.AgentConfig``'s fields) and what runs it."""
     batch: int = 4                   # tasks explored in lockstep: their candidates decode as one batch
-    max_steps: int = 4
-    max_errors: int = 2
-    max_new_tokens: int = 192
-    first_temperature: float = 0.7
-    other_temperature: float = 1.2
     sandbox_timeout_s: float = 20.0
     sandbox_memory_mb: int = 2048
+    sandbox_workers: int = 4         # candidates executed at a time
 
 
 @dataclass
-class JudgeSection:
+class JudgeSection(JudgeConfig):
+    """How the judge asks (``judge.JudgeConfig``'s fields), which model answers, and the rejection rule."""
     backend: str = "serve"           # serve: sport_fast.serve over loopback | openai: base_url | local: the policy
     judge_model: str = "smollm2"     # backend=serve: which model the loopback server loads
-    base_url: str = ""
-    model: str = ""
-    timeout_s: float = 120.0
+    base_url: str = ""               # backend=openai
+    model: str = ""                  # backend=openai
+    timeout_s: float = 120.0         # serve, openai: per request
     max_retries: int = 2
     max_concurrency: int = 4
-    structured: bool = True
-    two_orders: bool = False
-    judge_single: bool = False
-    max_tokens: int = 96
+    structured: bool = True          # ask for JSON-schema output
     rule: str = "sport"              # rejected candidates: sport | all | worst
     bleu_threshold: float = 0.3
 
@@ -81,7 +83,7 @@ class JudgeSection:
 @dataclass
 class TrainSection:
     beta: float = 0.1
-    loss_type: str = "sigmoid"
+    loss_type: str = "sigmoid"       # sigmoid | robust | ipo
     lr: float = 5e-5
     weight_decay: float = 0.0
     epochs: int = 2
@@ -89,21 +91,35 @@ class TrainSection:
     max_tokens_per_batch: int = 4096
     max_grad_norm: float = 1.0
     reference: str = "initial"       # initial | round_start
-    kernel_impl: str = "auto"
 
 
 @dataclass
-class EvalSection:
+class EvalSection(AgentConfig):
+    """The held-out evaluation (before the first round and after each): the agent's fields, and which tasks."""
     enabled: bool = True
-    n_tasks: int = 7                 # held-out tasks evaluated before the first round and after each
-    k: int = 1
-    max_steps: int = 4
+    n_tasks: int = 7
+    batch: int = 4
+
+
+@dataclass
+class BackendsSection:
+    """Which implementation runs each hot path (``sport_fast.backends``); auto: the variable, then the machine."""
+    kernel: str = "auto"             # auto | triton | torch
+    trie: str = "auto"               # auto | cpp | python
+    tree_attention: str = "auto"     # auto | flex | dense
+    decode: str = "auto"             # auto | dynamic | static | graph
 
 
 @dataclass
 class DistributedSection:
-    deepspeed: str = ""              # path to a DeepSpeed JSON config (ZeRO 1/2); empty: single process
+    deepspeed: str = ""              # a DeepSpeed JSON (a path, or one of the package's configs/deepspeed/)
     timeout_min: int = 360           # how long ranks wait for rank 0 (exploration) at a collective
+
+
+# fields of the judge section that only mean something for some backends (refused elsewhere unless default)
+JUDGE_FIELDS_FOR = {"judge_model": ("serve",), "base_url": ("openai",), "model": ("openai",),
+                    "timeout_s": ("serve", "openai"), "max_retries": ("serve", "openai"),
+                    "max_concurrency": ("serve", "openai"), "structured": ("serve", "openai")}
 
 
 @dataclass
@@ -118,6 +134,7 @@ class Config:
     judge: JudgeSection = field(default_factory=JudgeSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    backends: BackendsSection = field(default_factory=BackendsSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
@@ -125,7 +142,11 @@ class Config:
         _check_choice("judge.backend", self.judge.backend, ("serve", "openai", "local"))
         _check_choice("judge.rule", self.judge.rule, ("sport", "all", "worst"))
         _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
+        _check_choice("train.loss_type", self.train.loss_type, LOSS_TYPES)
         _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+        for key, choices in (("kernel", KERNELS), ("trie", TRIES), ("tree_attention", TREE_ATTENTIONS),
+                             ("decode", DECODES)):
+            _check_choice(f"backends.{key}", getattr(self.backends, key), choices)
         if self.model.dtype == "float16" and not self.distributed.deepspeed:
             raise ConfigError("model.dtype=float16 trains only under DeepSpeed (its fp16 section scales the loss); "
                               "in one process use bfloat16")
@@ -133,17 +154,22 @@ class Config:
             raise ConfigError("tasks.source=file needs tasks.train_file")
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
             raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
-        if min(self.rounds, self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum) < 1:
-            raise ConfigError("rounds, explore.k, explore.batch, train.epochs and train.grad_accum must be >= 1")
+        _check_judge_fields(self.judge)
+        if min(self.rounds, self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum,
+               self.eval.batch, self.explore.sandbox_workers) < 1:
+            raise ConfigError("rounds, explore.k, explore.batch, explore.sandbox_workers, train.epochs, "
+                              "train.grad_accum and eval.batch must be >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """The config of a recipe (a YAML path, or a recipe shipped in the package: ``default``,
+    ``configs/qwen2vl-7b-h100.yaml``), with ``section.key=value`` overrides."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
+        path = recipe_path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         raw = yaml.safe_load(path.read_text()) or {}
@@ -186,6 +212,8 @@ def _build(cls, raw, prefix: str):
         return cls(**values)
     except ConfigError as err:
         raise err from None
+    except ValueError as err:  # a component's own check (AgentConfig, JudgeConfig): name the section
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'config'}: {err}") from None
 
 
 def _typed(value, hint, key: str):
@@ -201,6 +229,28 @@ def _typed(value, hint, key: str):
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_judge_fields(judge: JudgeSection) -> None:
+    """A judge field set for a backend that does not read it would silently do nothing: refuse it."""
+    default = JudgeSection()
+    for key, backends in JUDGE_FIELDS_FOR.items():
+        if judge.backend not in backends and getattr(judge, key) != getattr(default, key):
+            raise ConfigError(f"judge.{key} does not apply to judge.backend={judge.backend} "
+                              f"(only to {', '.join(backends)}); remove it")
+
+
+def recipe_path(name: str | Path) -> Path:
+    """``name`` as a path if it exists; else a file in the package's ``configs/`` (``configs/`` prefix and
+    ``.yaml`` suffix optional), so that a wheel install runs the same recipes as a checkout."""
+    path = Path(name)
+    if path.exists():
+        return path
+    relative = path.relative_to("configs") if path.parts[:1] == ("configs",) else path
+    for candidate in (CONFIGS / relative, CONFIGS / relative.with_suffix(relative.suffix or ".yaml")):
+        if candidate.is_file():
+            return candidate
+    return path
 
 
 def dump_config(config: Config) -> str:

@@ -15,6 +15,5 @@ def case(grad_accum: int):
         for p in model.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     sizes = [len(g.context_ids) + sum(len(c) for c in g.candidate_ids) for g in groups]
-    cfg = TrainSection(lr=3e-3, epochs=2, grad_accum=grad_accum, max_tokens_per_batch=max(sizes),
-                       kernel_impl="torch", max_grad_norm=1.0)
+    cfg = TrainSection(lr=3e-3, epochs=2, grad_accum=grad_accum, max_tokens_per_batch=max(sizes), max_grad_norm=1.0)
     return model, groups, cfg

@@ -7,10 +7,11 @@ import pytest
 from sport_fast.agent.agent import Agent, AgentConfig
 from sport_fast.tasks.benchmark_formats import load_gaia, load_gta
 from sport_fast.model.chat_format import ChatFormat
-from sport_fast.eval import evaluate
+from sport_fast.agent.evaluation import evaluate
 from sport_fast.sampler.prefix_sampler import PrefixSampler
 from sport_fast.sampler.sampling import Candidate
-from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tasks.suite import FAMILIES, generate_suite
 from sport_fast.tools import default_registry
 from sport_fast.tools.ocr import shutil as ocr_shutil

@@ -5,7 +5,7 @@ import pytest
 
 from sport_fast.config import Config, ConfigError, dump_config, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "sport_fast" / "configs"
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -53,7 +53,7 @@ def test_full_fine_tuning_with_an_initial_reference_uses_a_frozen_initial_model_
     """LoRA: the policy (adapters off). Full fine-tuning: the policy in round 0, then a frozen copy of the
     initial weights, loaded once, whatever the policy has become."""
     import torch
-    from sport_fast import train
+    from sport_fast.run import phases
     from tiny_models import tiny_qwen2
 
     class Setup:
@@ -69,10 +69,10 @@ def test_full_fine_tuning_with_an_initial_reference_uses_a_frozen_initial_model_
             p.add_(1.0)  # trained away from the initial weights
     full = load_config(None, ["model.lora.enabled=false", "rounds=3"])
     frozen = {}
-    assert train._reference_model(full, 0, policy, Setup(), frozen) is policy
-    first = train._reference_model(full, 1, policy, Setup(), frozen)
-    assert train._reference_model(full, 2, policy, Setup(), frozen) is first and Setup.loads == 1
+    assert phases.reference_model(full, 0, policy, frozen, load=Setup().load_base) is policy
+    first = phases.reference_model(full, 1, policy, frozen, load=Setup().load_base)
+    assert phases.reference_model(full, 2, policy, frozen, load=Setup().load_base) is first and Setup.loads == 1
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), tiny_qwen2(0).state_dict().values()))
     assert not any(p.requires_grad for p in first.parameters())
     for overrides in (["rounds=3"], ["model.lora.enabled=false", "rounds=3", "train.reference=round_start"]):
-        assert train._reference_model(load_config(None, overrides), 2, policy, Setup(), {}) is policy
+        assert phases.reference_model(load_config(None, overrides), 2, policy, {}, load=Setup().load_base) is policy

@@ -11,7 +11,7 @@ import torch
 
 from ds_case import case
 from sport_fast.dpo.distributed import DataParallel, DistributedError, check_precision, load_ds_config
-from sport_fast.dpo.reference_logps import token_budget_batches
+from sport_fast.tree.batching import token_budget_batches
 from sport_fast.dpo.trainer import shard, train_round
 
 deepspeed = pytest.importorskip("deepspeed")
@@ -23,7 +23,7 @@ def test_two_gloo_ranks_equal_one_process_accumulating_the_same_batches(tmp_path
     """ZeRO-3 trains a partitioned copy and gathers it back into each rank's policy when training ends."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           str(ROOT / "tests" / "ds_rank.py"), str(ROOT / "configs" / "deepspeed" / ds_json), str(tmp_path)]
+           str(ROOT / "tests" / "ds_rank.py"), str(ROOT / "sport_fast" / "configs" / "deepspeed" / ds_json), str(tmp_path)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -74,7 +74,7 @@ def test_train_command_under_a_launcher_with_two_ranks(tmp_path, launcher, ds_js
               "deepspeed": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
                             "--master_port", str(port), "--module"]}[launcher]
     cmd = [*launch, "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
-           f"distributed.deepspeed={ROOT / 'configs' / 'deepspeed' / ds_json}"]
+           f"distributed.deepspeed={ROOT / 'sport_fast' / 'configs' / 'deepspeed' / ds_json}"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())["phases"]["0"]

@@ -74,7 +74,7 @@ def test_unsupported_schemas_are_named(schema, message):
 
 
 def test_response_format_through_the_server_with_the_openai_client(tiny_with_real_tokenizer):
-    from sport_fast.serve import SamplerService, start_server
+    from sport_fast.sampler.server import SamplerService, start_server
     model, tok = tiny_with_real_tokenizer
     srv = start_server(SamplerService(model, tok, "tiny"))
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", api_key="x", timeout=60,

@@ -266,7 +266,7 @@ def test_the_judge_abstains_on_every_failure_of_a_misbehaving_server(mode, fail_
 # -- the real openai client against the project's own server (structured output) ------------------
 @pytest.fixture(scope="module")
 def own_server(smollm2):
-    from sport_fast.serve import SamplerService, start_server
+    from sport_fast.sampler.server import SamplerService, start_server
     model, tok = smollm2
     srv = start_server(SamplerService(model, tok, "smollm2"))
     yield f"http://127.0.0.1:{srv.server_address[1]}/v1"

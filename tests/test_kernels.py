@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from sport_fast import dpo_loss
-from sport_fast.kernels import linear_logprobs, linear_logprobs_triton as tk, segment_logps, step_dpo_loss
-from sport_fast.kernels.dispatch import interpreting
+from sport_fast.backends import INTERPRETING
+from sport_fast.dpo.step_loss import segment_logps, step_dpo_loss
+from sport_fast.kernels import linear_logprobs, linear_logprobs_triton as tk
 
-if not torch.cuda.is_available() and not interpreting():
+if not torch.cuda.is_available() and not INTERPRETING:
     pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = [(5, 123, 123), (1, 16, 16), (37, 45, 301), (70, 64, 517)]  # N, H, V; none a multiple of every tile

@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tools import default_registry
 from sport_fast.tools.model_backed import OpenAIVisionQA, OpenAIWebSearch, function_tool
 

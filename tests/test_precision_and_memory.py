@@ -7,7 +7,7 @@ import torch
 
 from ds_case import case
 from sport_fast.config import TrainSection
-from sport_fast.run.setup import enable_checkpointing
+from sport_fast.model.loader import enable_checkpointing
 from sport_fast.dpo.trainer import LocalStepper, _Totals, train_round
 from tiny_models import tiny_qwen2
 

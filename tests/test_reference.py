@@ -4,7 +4,8 @@ import copy
 import torch
 
 from sport_fast import StepStore, branch_logps
-from sport_fast.dpo.reference_logps import compute_ref_logps, token_budget_batches
+from sport_fast.dpo.reference_logps import compute_ref_logps
+from sport_fast.tree.batching import token_budget_batches
 from tiny_models import random_groups, tiny_qwen2
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sport_fast.sampler.prefix_sampler import PrefixSampler
-from sport_fast.sampler.sampling import SamplingParams, _penalise_repeats
+from sport_fast.sampler.sampling import SamplingParams, _filter_top_k_top_p, _penalise_repeats, draw
 from tiny_models import random_ids, tiny_llama, tiny_qwen2
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
@@ -271,21 +271,38 @@ def test_image_placeholders_must_match_the_images():
 
 
 def test_decode_mode_dispatch_is_explicit(monkeypatch):
-    from sport_fast.sampler.decode_steps import resolve_mode
+    """Config first, SPORT_DECODE second (for auto only), the machine last; the CUDA-graph mode is opt-in
+    (auto is dynamic on CUDA too) until it has passed on a GPU."""
+    from sport_fast.backends import decode_mode
     cpu = torch.device("cpu")
-    assert resolve_mode("auto", cpu) == "dynamic"
-    assert resolve_mode("auto", torch.device("cuda")) == "graph"
+    assert decode_mode("auto", cpu) == "dynamic"
+    assert decode_mode("auto", torch.device("cuda")) == "dynamic"
+    assert decode_mode("graph", torch.device("cuda")) == "graph"
     with pytest.warns(UserWarning, match="falling back to 'static'"):
-        assert resolve_mode("graph", cpu) == "static"
+        assert decode_mode("graph", cpu) == "static"
     monkeypatch.setenv("SPORT_DECODE", "static")
-    assert resolve_mode("dynamic", cpu) == "static"
+    assert decode_mode("auto", cpu) == "static"
+    assert decode_mode("dynamic", cpu) == "dynamic", "an explicit choice (the config's) wins over the variable"
     monkeypatch.setenv("SPORT_DECODE", "fast")
-    with pytest.raises(ValueError, match="decode mode"):
-        resolve_mode("auto", cpu)
+    with pytest.raises(ValueError, match="decode mode must be one of"):
+        decode_mode("auto", cpu)
+
+
+def reference_sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int],
+                           generator: torch.Generator) -> tuple[int, float]:
+    """The per-row rule written out on its own (the oracle of ``sample_rows``): (token, raw log-prob)."""
+    raw_logp = torch.log_softmax(logits.float(), dim=-1)
+    scores = _penalise_repeats(logits.float().clone(), history, params.repetition_penalty)
+    if params.temperature == 0:
+        token = int(scores.argmax())
+    else:
+        scores = _filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
+        token = draw(torch.softmax(scores, dim=-1), generator)
+    return token, float(raw_logp[token])
 
 
 def test_sample_rows_equals_sample_token_row_by_row():
-    from sport_fast.sampler.sampling import sample_rows, sample_token
+    from sport_fast.sampler.sampling import sample_rows
     logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0)) * 3
     params = [GREEDY, SamplingParams(temperature=0.7), SamplingParams(temperature=1.2, top_k=5),
               SamplingParams(temperature=1.0, top_p=0.3), SamplingParams(temperature=0.9, repetition_penalty=1.3),
@@ -294,7 +311,7 @@ def test_sample_rows_equals_sample_token_row_by_row():
     for seed in range(20):
         gens = lambda: [torch.Generator().manual_seed(seed * 10 + r) for r in range(6)]  # noqa: E731
         tokens, logps = sample_rows(logits, params, histories, gens())
-        want = [sample_token(logits[r], params[r], list(histories[r]), g) for r, g in enumerate(gens())]
+        want = [reference_sample_token(logits[r], params[r], list(histories[r]), g) for r, g in enumerate(gens())]
         assert tokens == [t for t, _ in want]
         torch.testing.assert_close(torch.tensor(logps), torch.tensor([lp for _, lp in want]))
     assert tokens[5] != int(logits[5].argmax()), "the penalty must move a greedy row off its repeated token"

@@ -1,8 +1,9 @@
 """The sandbox's contract: fresh state per run, replayed chosen steps, final answers, host tools over the pipe."""
 import pytest
 
-from sport_fast.sandbox import sandbox as sandbox_mod
-from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox import layers as sandbox_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tools import Tool, ToolRegistry
 
 FULL = all(available_layers()[k] for k in REQUIRED_LAYERS)
@@ -66,7 +67,7 @@ def test_task_files_are_copied_in_and_names_may_not_escape(sandbox, tmp_path):
 
 
 def test_missing_isolation_is_refused_unless_opted_in(monkeypatch, capsys):
-    monkeypatch.setattr(sandbox_mod, "_LAYERS", {"rlimits": True, "separate_uid": False,
+    monkeypatch.setattr(sandbox_layers, "_LAYERS", {"rlimits": True, "separate_uid": False,
                                                  "network_namespace": False, "private_tmp": False})
     monkeypatch.delenv("SPORT_SANDBOX_ALLOW_WEAK", raising=False)
     with pytest.raises(RuntimeError, match="separate_uid, network_namespace, private_tmp"):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sport_fast.sandbox import isolation
-from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.skipif(not all(available_layers()[k] for k in REQUIRED_LAYERS),
                                 reason="full isolation needs root on Linux")

@@ -11,7 +11,7 @@ import pytest
 from sport_fast.sampler.remote import OpenAIStepSampler
 from sport_fast.sampler.prefix_sampler import PrefixSampler
 from sport_fast.sampler.sampling import SamplingParams
-from sport_fast.serve import SamplerService, start_server
+from sport_fast.sampler.server import SamplerService, start_server
 from test_importers import vl_tokenizer
 from tiny_models import tiny_qwen2
 

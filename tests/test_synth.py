@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from sport_fast.llm.client import ChatReply, LocalChatBackend
-from sport_fast.synth import Seed, SynthConfig, load_seeds, suite_seeds, synthesize
+from sport_fast.llm.synthesis import Seed, SynthConfig, load_seeds, suite_seeds, synthesize
 from sport_fast.tasks.task import load_tasks
 from sport_fast.tools import default_registry
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from sport_fast.tasks.answer_rules import gaia_correct
-from sport_fast.sandbox.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tasks.suite import FAMILIES, generate_suite
 from sport_fast.tasks.task import Task, load_tasks, save_tasks
 from sport_fast.tools import default_registry

@@ -12,7 +12,7 @@ import pytest
 from sport_fast.tasks.task import Task, save_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ["--config", str(ROOT / "configs" / "default.yaml")]
+DEFAULT = ["--config", str(ROOT / "sport_fast" / "configs" / "default.yaml")]
 
 
 def small_run(tmp: Path, out: str, *extra: str) -> list[str]:

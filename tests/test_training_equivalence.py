@@ -3,13 +3,13 @@ path, from one seed, shows the same losses and ends at the same weights."""
 import pytest
 import torch
 
-from sport_fast.kernels.dispatch import interpreting
+from sport_fast.backends import INTERPRETING
 from sport_fast.dpo.reference_logps import compute_ref_logps
 from sport_fast.tree.batch import make_tree_batch
 from sport_fast.dpo.step_loss import tree_step_dpo_loss
 from tiny_models import random_groups, tiny_llama, tiny_qwen2
 
-needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and not interpreting(),
+needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and not INTERPRETING,
                                   reason="Triton needs CUDA or TRITON_INTERPRET=1")
 
 

@@ -20,7 +20,7 @@ from sport_fast.dpo.reference_logps import compute_ref_logps
 from sport_fast.sampler.prefix_sampler import PrefixSampler
 from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.data.store import StepStore
-from sport_fast.agent.vision_prompt import VisionPrompt, store_images
+from sport_fast.agent.vision_prompt import VisionPrompt
 from sport_fast.tasks.task import Task, save_tasks
 from sport_fast.tools import default_registry
 from sport_fast.dpo.trainer import train_round
@@ -51,9 +51,9 @@ def test_the_policy_sees_the_images_and_training_scores_what_the_sampler_sampled
     assert VisionPrompt.for_model(_text_model(), tok, None) is None
     tools = default_registry()
     agent = Agent(PrefixSampler(model, tok, seed=1), ChatFormat(tok), Sandbox(timeout_s=10, tools=tools,
-                  allow_weak_isolation=True), tools, AgentConfig(k=3, max_steps=2, max_new_tokens=6, seed=2,
+                  allow_weak_isolation=True), tools, AgentConfig(k=3, max_steps=2, max_new_tokens=6,
                                                                   first_temperature=1.0, other_temperature=1.0),
-                  select=_always_first, selection_name="first", vision=vision)
+                  select=_always_first, selection_name="first", vision=vision, seed=2)
     tasks = _tasks(tmp_path)
     store = StepStore(tmp_path / "store")
     explore(tasks, agent, store, tmp_path / "trajectories.jsonl", rule="all", bleu_threshold=0.3, round_=0, batch=2)
@@ -71,7 +71,7 @@ def test_the_policy_sees_the_images_and_training_scores_what_the_sampler_sampled
         assert mine and all(g.images == [hashlib.sha256(png.read_bytes()).hexdigest()] for g in mine)
 
     # the packed training forward over the stored images gives the sampler's own log-probs
-    images = store_images(store, processor)
+    images = store.image_inputs(processor)
     got = branch_logps(model, groups, images=images)
     for group, sums in zip(groups, got):
         rec = next(r for r in records if r["task_id"] == group.meta["task_id"])
@@ -86,7 +86,7 @@ def test_the_policy_sees_the_images_and_training_scores_what_the_sampler_sampled
     # reference and one step-DPO round with the images
     assert compute_ref_logps(model, groups, images=images) == len(groups)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    summary = train_round(model, groups, TrainSection(lr=1e-3, epochs=1, kernel_impl="torch"), seed=0, images=images)
+    summary = train_round(model, groups, TrainSection(lr=1e-3, epochs=1), seed=0, images=images)
     assert summary["train_steps"] > 0 and summary["refused_steps"] == 0
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -105,7 +105,7 @@ def test_train_command_runs_a_vision_language_model_from_a_folder(tmp_path):
     vl_tokenizer().save_pretrained(folder)
     tiny_image_processor().save_pretrained(folder)
     save_tasks(tmp_path / "train.jsonl", _tasks(tmp_path))
-    args = ["--config", str(ROOT / "configs" / "default.yaml"), f"out_dir={tmp_path / 'run'}", f"model.path={folder}",
+    args = ["--config", str(ROOT / "sport_fast" / "configs" / "default.yaml"), f"out_dir={tmp_path / 'run'}", f"model.path={folder}",
             "tasks.source=file", f"tasks.train_file={tmp_path / 'train.jsonl'}",
             f"tasks.heldout_file={tmp_path / 'train.jsonl'}", "tasks.per_round=2", "explore.max_steps=1",
             "explore.max_new_tokens=6", "eval.n_tasks=1", "eval.max_steps=1", "judge.backend=local",

@@ -18,12 +18,14 @@ groups (``labels.py``).
 """
 from __future__ import annotations
 
+import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field
 
 from sport_fast.agent.actions import END_ACTION, MalformedStep, parse_step
+from sport_fast.agent.records import CandidateRecord, Selector, StepRecord, TrajectoryRecord
 from sport_fast.sampler.sampling import Candidate, SamplingParams
 
 SYSTEM_PROMPT = """You are an agent that solves tasks by writing Python code that calls tools.
@@ -40,84 +42,25 @@ Tools, already defined as Python functions:
 
 @dataclass
 class AgentConfig:
-    k: int = 1
+    """How the agent acts; the one home of these fields (the config's ``explore`` and ``eval`` sections are
+    this plus their own)."""
+    k: int = 1                             # candidates per step
     max_steps: int = 6
-    max_errors: int = 3
+    max_errors: int = 3                    # followed steps that failed before the trajectory stops
     max_new_tokens: int = 256
-    first_temperature: float = 0.7
-    other_temperature: float = 1.2
+    first_temperature: float = 0.7         # candidate 0 (SPORT: 0.7)
+    other_temperature: float = 1.2         # candidates 1.. (SPORT: 1.2)
     top_p: float = 1.0
-    seed: int = 0
     on_abstain: str = "follow_first_ran"   # or "stop"
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.max_steps < 1 or self.max_errors < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"agent config out of range: {self}")
+        if min(self.k, self.max_steps, self.max_errors, self.max_new_tokens) < 1:
+            raise ValueError(f"k, max_steps, max_errors and max_new_tokens must be >= 1, got {self.k}, "
+                             f"{self.max_steps}, {self.max_errors}, {self.max_new_tokens}")
         if self.on_abstain not in ("follow_first_ran", "stop"):
-            raise ValueError(f"agent.on_abstain must be 'follow_first_ran' or 'stop', got {self.on_abstain!r}")
-
-
-@dataclass
-class CandidateRecord:
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str | None
-    thought: str = ""
-    code: str = ""
-    parse_error: str | None = None
-    repairs: list[str] = field(default_factory=list)
-    observation: str = ""
-    error: str | None = None
-    timed_out: bool = False
-    tool_calls: list[dict] = field(default_factory=list)
-    has_final_answer: bool = False
-    final_answer: object = None
-    wall_s: float = 0.0
-
-    @property
-    def ran(self) -> bool:
-        """Parsed and executed without an error or a timeout."""
-        return self.parse_error is None and self.error is None and not self.timed_out
-
-
-@dataclass
-class StepRecord:
-    context_tokens: int
-    candidates: list[CandidateRecord]
-    chosen: int | None                 # the preferred candidate; None: the selector abstained (no pair)
-    followed: int | None = None        # the candidate the trajectory went on with (None: it stopped here)
-    observation_ids: list[int] = field(default_factory=list)   # the turn appended after the followed step
-    verdict: dict | None = None        # the selector's record (judge replies, reasons)
-
-
-@dataclass
-class TrajectoryRecord:
-    task_id: str
-    context_ids: list[int]
-    steps: list[StepRecord] = field(default_factory=list)
-    final_answer: object = None
-    finished: bool = False
-    stop_reason: str = ""
-    selection: str = ""
-    images: list[str] = field(default_factory=list)  # image files shown to the policy in the context, in order
-
-    def followed_steps(self) -> list[CandidateRecord]:
-        return [s.candidates[s.followed] for s in self.steps if s.followed is not None]
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, record: dict) -> "TrajectoryRecord":
-        steps = [StepRecord(**{**s, "candidates": [CandidateRecord(**c) for c in s["candidates"]]})
-                 for s in record["steps"]]
-        return cls(**{**record, "steps": steps})
-
-
-# select(task, step, candidates, history) -> candidate index, None (abstain), or an object with ``chosen``
-# (index or None) and ``to_json()`` (a judge's Verdict). history: the followed steps so far.
-Selector = Callable[[object, int, list[CandidateRecord], list[CandidateRecord]], object]
+            raise ValueError(f"on_abstain must be 'follow_first_ran' or 'stop', got {self.on_abstain!r}")
+        if self.first_temperature < 0 or self.other_temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperatures must be >= 0 and top_p in (0, 1]")
 
 
 def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=()) -> int:
@@ -127,16 +70,33 @@ def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=(
 
 class Agent:
     def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
-                 select: Selector = first_that_ran, selection_name: str | None = None, vision=None):
-        """``vision``: a ``task_vision.VisionPrompt`` to show a vision-language policy the task's images."""
+                 select: Selector = first_that_ran, selection_name: str | None = None, vision=None, seed: int = 0,
+                 workers: int = 4):
+        """``vision``: a ``VisionPrompt`` to show a vision-language policy the task's images; ``seed``: with the
+        task, step and candidate, each candidate's sampling seed; ``workers``: sandbox runs at a time."""
         self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
-        self.config = config or AgentConfig()
+        self.config, self.seed, self.workers = config or AgentConfig(), seed, workers
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
         self.system = SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
 
     def run(self, task) -> TrajectoryRecord:
         return self.run_many([task])[0]
+
+    def run_batches(self, tasks, batch: int, skip=None) -> Iterator[tuple[list, list | None, float]]:
+        """(chunk, its trajectories, wall seconds per task) for fixed slices of ``batch`` tasks, each slice
+        run in lockstep; a slice for which ``skip(chunk)`` is true is not run (trajectories None). Fixed
+        slices of ``tasks`` (not of the tasks left) give a re-run slice the same decode batches."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        for first in range(0, len(tasks), batch):
+            chunk = tasks[first:first + batch]
+            if skip is not None and skip(chunk):
+                yield chunk, None, 0.0
+                continue
+            t0 = time.perf_counter()
+            trajectories = self.run_many(chunk)
+            yield chunk, trajectories, (time.perf_counter() - t0) / len(chunk)
 
     def run_many(self, tasks) -> list[TrajectoryRecord]:
         """The trajectories of ``tasks``, in lockstep: at each step every unfinished trajectory's K candidates
@@ -178,7 +138,7 @@ class Agent:
         """Every parsed candidate of every trajectory, each in a fresh sandbox, a few at a time."""
         jobs = [(rec, e.task, e.chosen_code) for e, cands in zip(episodes, candidates) for rec in cands
                 if rec.parse_error is None]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 4))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), self.workers))) as pool:
             list(pool.map(lambda job: self._execute(*job), jobs))
 
     def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord]) -> None:
@@ -216,7 +176,7 @@ class Agent:
         c = self.config
         return [SamplingParams(temperature=c.first_temperature if i == 0 else c.other_temperature, top_p=c.top_p,
                                max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
-                               seed=zlib.crc32(f"{c.seed}:{task.id}:{step}:{i}".encode()))
+                               seed=zlib.crc32(f"{self.seed}:{task.id}:{step}:{i}".encode()))
                 for i in range(c.k)]
 
 

@@ -3,7 +3,7 @@
 Each image file of the task (by suffix, in the task's file order, at most ``max_images``) appears as
 ``Image <name>:`` and the Qwen2-VL block: vision start, one image pad per merged patch, vision end. The
 pixels go to the sampler with the context. Exploration copies the files into the round's StepStore by
-content hash, and the reference and training passes read those very bytes (``store_images``).
+content hash, and the reference and training passes read those very bytes (``StepStore.image_inputs``).
 A text-only policy gets no such block (``VisionPrompt.for_model`` returns None).
 """
 from __future__ import annotations
@@ -13,10 +13,8 @@ from pathlib import Path
 
 import torch
 
-from sport_fast.model.vision import ImageInputs, image_token_id
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
+from sport_fast.model.vision import image_token_id
+from sport_fast.tasks.task import is_image
 
 @dataclass
 class TaskImage:
@@ -52,7 +50,7 @@ class VisionPrompt:
         from PIL import Image
         shown = []
         for name, path in task.files.items():
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES or len(shown) == self.max_images:
+            if not is_image(name) or len(shown) == self.max_images:
                 continue
             try:
                 with Image.open(path) as im:
@@ -66,13 +64,3 @@ class VisionPrompt:
         """The text that stands for ``images`` in the user turn."""
         return "".join(f"Image {im.name}: {self.start}{self.pad * (int(im.grid_thw.prod()) // self.merge)}"
                        f"{self.end}\n" for im in images)
-
-
-def store_images(store, processor) -> ImageInputs:
-    """The images of ``store`` (a StepStore) as the reference and training passes read them."""
-    from PIL import Image
-
-    def load(image_hash: str):
-        with Image.open(store.image_path(image_hash)) as im:
-            return im.convert("RGB")
-    return ImageInputs(loader=load, processor=processor)

@@ -56,6 +56,17 @@ class StepStore:
             raise FileNotFoundError(f"StepStore: no image with hash {image_hash} in {self.root / 'images'}")
         return matches[0]
 
+    def image_inputs(self, processor):
+        """The store's images as the reference and training passes read them (``model.vision.ImageInputs``)."""
+        from PIL import Image
+
+        from sport_fast.model.vision import ImageInputs
+
+        def load(image_hash: str):
+            with Image.open(self.image_path(image_hash)) as im:
+                return im.convert("RGB")
+        return ImageInputs(loader=load, processor=processor)
+
     # -- writing -------------------------------------------------------------------------------
     def append(self, group: StepGroup) -> bool:
         """Append ``group``; False (and counted) when an identical group is already stored."""

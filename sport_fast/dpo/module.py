@@ -12,18 +12,20 @@ import time
 
 import torch
 
-from sport_fast.dpo.branch_logps import lm_head_weight
+from sport_fast.model.introspect import lm_head_weight
 from sport_fast.tree.batch import make_tree_batch
 from sport_fast.dpo.step_loss import tree_step_dpo_loss
 
 
 class TreeDPOModule(torch.nn.Module):
-    def __init__(self, policy, cfg, images=None):
-        """``policy``: the causal LM (peft or plain); ``cfg``: a ``TrainSection`` (beta, loss type, kernel);
-        ``images``: a ``vision_inputs.ImageInputs`` when the groups show images."""
+    def __init__(self, policy, cfg, images=None, backends=None):
+        """``policy``: the causal LM (peft or plain); ``cfg``: a ``TrainSection`` (beta, loss type);
+        ``images``: a ``model.vision.ImageInputs`` when the groups show images; ``backends``: the run's
+        resolved ``sport_fast.backends.Backends`` (None: each call resolves ``auto``)."""
         super().__init__()
-        self.policy, self.images = policy, images
-        self.beta, self.loss_type, self.kernel_impl = cfg.beta, cfg.loss_type, cfg.kernel_impl
+        self.policy, self.images, self.cfg = policy, images, cfg
+        self.kernel, self.attn, self.trie = (backends.kernel, backends.tree_attention, backends.trie) \
+            if backends is not None else ("auto", "auto", "auto")
 
     def register_head_for_zero3(self) -> None:
         import deepspeed
@@ -32,9 +34,9 @@ class TreeDPOModule(torch.nn.Module):
     def forward(self, groups) -> tuple[torch.Tensor, dict]:
         """(mean loss over the batch's pairs, a record of floats: loss, acc, margin, tokens, seconds)."""
         t0 = time.perf_counter()
-        batch = make_tree_batch(self.policy, groups, candidates="paired", images=self.images)
-        loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.beta, loss_type=self.loss_type,
-                                           kernel_impl=self.kernel_impl)
+        batch = make_tree_batch(self.policy, groups, candidates="paired", images=self.images, trie_impl=self.trie)
+        loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.cfg.beta,
+                                           loss_type=self.cfg.loss_type, attn=self.attn, kernel_impl=self.kernel)
         return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
                       "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
                       "seconds": time.perf_counter() - t0}

@@ -7,7 +7,7 @@ appended to it, so a resumed round does not pay twice.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -15,20 +15,23 @@ from sport_fast.dpo.branch_logps import packed_branch_logps
 from sport_fast.data.step_group import StepGroup
 from sport_fast.data.store import StepStore
 from sport_fast.tree.batch import make_tree_batch
+from sport_fast.tree.batching import token_budget_batches
 from sport_fast.model.vision import ImageInputs
 
 
 @torch.no_grad()
 def compute_ref_logps(model, groups: Sequence[StepGroup], *, store: StepStore | None = None,
                       images: ImageInputs | None = None, max_tokens: int = 16384, attn: str = "auto",
-                      force: bool = False, adapters: bool = False) -> int:
+                      force: bool = False, adapters: bool = False, kernel_impl: str = "auto",
+                      trie_impl: str = "auto") -> int:
     """Fill ``ref_logps`` of every group lacking them (all with force=True); returns how many were computed.
-    adapters=True keeps LoRA adapters on (reference = the policy as it is now, e.g. at a round's start)."""
+    adapters=True keeps LoRA adapters on (reference = the policy as it is now, e.g. at a round's start).
+    attn, kernel_impl, trie_impl: the backends (``sport_fast.backends``), the same as training's."""
     todo = [g for g in groups if force or g.ref_logps is None]
     with reference_mode(model, adapters):
         for batch_groups in token_budget_batches(todo, max_tokens):
-            batch = make_tree_batch(model, batch_groups, candidates="all", images=images)
-            sums = packed_branch_logps(model, batch, attn=attn).float().cpu()
+            batch = make_tree_batch(model, batch_groups, candidates="all", images=images, trie_impl=trie_impl)
+            sums = packed_branch_logps(model, batch, attn=attn, kernel_impl=kernel_impl).float().cpu()
             for group, values in zip(batch_groups, sums.split([g.num_candidates for g in batch_groups])):
                 group.ref_logps = values.tolist()
                 if store is not None:
@@ -48,21 +51,3 @@ def reference_mode(model, adapters: bool = False):
             yield model
     finally:
         model.train(was_training)
-
-
-def token_budget_batches(groups: Sequence[StepGroup], max_tokens: int) -> Iterator[list[StepGroup]]:
-    """Consecutive groups (a trajectory's steps stay together) whose unpacked size fits ``max_tokens``.
-
-    Unpacked size (context + all candidates) bounds the packed size from above; a group larger than the
-    budget goes alone.
-    """
-    batch, used = [], 0
-    for g in groups:
-        size = len(g.context_ids) + sum(len(c) for c in g.candidate_ids)
-        if batch and used + size > max_tokens:
-            yield batch
-            batch, used = [], 0
-        batch.append(g)
-        used += size
-    if batch:
-        yield batch

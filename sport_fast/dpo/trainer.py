@@ -16,19 +16,21 @@ import warnings
 import torch
 
 from sport_fast.dpo.module import TreeDPOModule
-from sport_fast.dpo.reference_logps import token_budget_batches
+from sport_fast.tree.batching import token_budget_batches
 
 
 def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None, parallel=None,
-                images=None) -> dict:
+                images=None, backends=None) -> dict:
     """``cfg``: a ``TrainSection``; ``parallel``: a ``distributed.DataParallel`` to train on several ranks
     (each takes every world-th batch of the shuffled order), None for one process; ``images``: an
-    ``ImageInputs`` when the groups show images. Returns the round's training summary (over all ranks)."""
+    ``ImageInputs`` when the groups show images; ``backends``: the run's resolved ``Backends``. Returns the
+    round's training summary (over all ranks)."""
     paired = [g for g in groups if g.rejected]
     if not paired:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
     model.train()
-    stepper = parallel.stepper(model, cfg, images) if parallel is not None else LocalStepper(model, cfg, images)
+    stepper = parallel.stepper(model, cfg, images, backends) if parallel is not None else \
+        LocalStepper(model, cfg, images, backends)
     rank, world = (parallel.rank, parallel.world) if parallel is not None else (0, 1)
     batches = list(token_budget_batches(paired, cfg.max_tokens_per_batch))
     rng, totals = random.Random(seed), _Totals()
@@ -68,8 +70,8 @@ class LocalStepper:
     precision does: gradients accumulate in float32, AdamW's state and update are float32, and the policy
     gets the result rounded after each step (an update below the policy's precision is kept, not lost)."""
 
-    def __init__(self, model, cfg, images=None):
-        self.module = TreeDPOModule(model, cfg, images)
+    def __init__(self, model, cfg, images=None, backends=None):
+        self.module = TreeDPOModule(model, cfg, images, backends)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.masters = [p if p.dtype in _FULL else p.detach().float().clone() for p in self.params]
         self.opt = torch.optim.AdamW(self.masters, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -21,6 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from sport_fast.judge.stats import JudgeStats
 from sport_fast.llm.client import ChatRequest
 
 PROMPT_VERSION = "judge-v1"
@@ -34,13 +35,14 @@ SYSTEM = ("You review the steps of an agent that solves tasks by writing Python 
 
 @dataclass
 class JudgeConfig:
+    """How the judge asks; the one home of these fields (the config's ``judge`` section is this plus how to
+    reach the judge model)."""
     two_orders: bool = False        # judge again in reverse order, keep agreements only
     judge_single: bool = False      # call the judge when only one candidate ran (else it is chosen by rule)
     temperature: float = 0.0
     max_tokens: int = 128
     max_observation_chars: int = 600
     max_code_chars: int = 1200
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_tokens < 8 or self.temperature < 0:
@@ -59,56 +61,12 @@ class Verdict:
         return asdict(self)
 
 
-@dataclass
-class JudgeStats:
-    steps: int = 0
-    calls: int = 0
-    cached: int = 0
-    latency_s: float = 0.0
-    decided: int = 0
-    by_rule: int = 0
-    abstained: int = 0
-    disagreements: int = 0
-    abstain_reasons: dict = field(default_factory=dict)
-
-    def count_reply(self, reply: dict) -> None:
-        self.calls += 1
-        self.cached += bool(reply["cached"])
-        self.latency_s += reply["latency_s"]
-
-    def count_verdict(self, verdict: dict) -> None:
-        self.steps += 1
-        if verdict["chosen"] is None:
-            self.abstained += 1
-            key = verdict["abstain_reason"].split(":")[0]
-            self.abstain_reasons[key] = self.abstain_reasons.get(key, 0) + 1
-            self.disagreements += verdict["abstain_reason"] == "orders disagree"
-        else:
-            self.decided += 1
-            self.by_rule += verdict["kind"] == "rule"
-
-    @classmethod
-    def of(cls, verdicts: list[dict]) -> "JudgeStats":
-        """The counters of recorded verdicts (``Verdict.to_json``), e.g. one trajectory's."""
-        stats = cls()
-        for v in verdicts:
-            for reply in v["replies"]:
-                stats.count_reply(reply)
-            stats.count_verdict(v)
-        return stats
-
-    def rates(self) -> dict:
-        n = max(1, self.steps)
-        return {"judge_steps": self.steps, "judge_calls": self.calls, "judge_time_s": round(self.latency_s, 3),
-                "abstention_rate": self.abstained / n, "disagreement_rate": self.disagreements / n,
-                "judge_cache_hits": self.cached}
-
-
 class StepJudge:
     """``judge(task, step, candidates, history) -> Verdict``; ``backend`` is any ``complete(ChatRequest)``."""
 
-    def __init__(self, backend, config: JudgeConfig | None = None):
-        self.backend, self.config = backend, config or JudgeConfig()
+    def __init__(self, backend, config: JudgeConfig | None = None, seed: int = 0):
+        """``seed``: with the task and step, the order and tags candidates are shown under."""
+        self.backend, self.config, self.seed = backend, config or JudgeConfig(), seed
         self.stats, self.lock = JudgeStats(), threading.Lock()
 
     def judge(self, task, step: int, candidates: list, history: list) -> Verdict:
@@ -126,17 +84,17 @@ class StepJudge:
         return self.judge(task, step, candidates, history)
 
     def _orders(self, task, step: int, ran: list[int]) -> list[list[int]]:
-        rng = random.Random(f"{self.config.seed}:{task.id}:{step}")
+        rng = random.Random(f"{self.seed}:{task.id}:{step}")
         first = rng.sample(ran, len(ran))
         return [first, first[::-1]] if self.config.two_orders else [first]
 
     def _ask(self, task, history, candidates, order: list[int]) -> dict:
-        rng = random.Random(f"tags:{self.config.seed}:{task.id}:{order}")
+        rng = random.Random(f"tags:{self.seed}:{task.id}:{order}")
         tags = rng.sample(TAG_LETTERS, len(order))
         request = ChatRequest(messages=(("system", SYSTEM), ("user", self._prompt(task, history, candidates,
                                                                                   order, tags))),
                               schema=reply_schema(tags), temperature=self.config.temperature,
-                              max_tokens=self.config.max_tokens, seed=self.config.seed)
+                              max_tokens=self.config.max_tokens, seed=self.seed)
         reply = self.backend.complete(request)
         pick, reason, problem = validate_reply(reply, tags)
         record = {"order": order, "tags": tags, "text": reply.text, "finish_reason": reply.finish_reason,

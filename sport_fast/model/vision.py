@@ -61,7 +61,7 @@ def check_images(model_config, context_ids: list[int], images) -> None:
 
 def context_positions(model, context_ids: list[int], images) -> tuple[torch.Tensor, int]:
     """((3, len) M-RoPE positions of an image-bearing context, delta of the text positions after it)."""
-    from sport_fast.tree.batch import decoder_of
+    from sport_fast.model.introspect import decoder_of
     token = image_token_id(model.config)
     positions = torch.as_tensor(mrope_context_positions(decoder_of(model), context_ids,
                                                         [g for _, g in images], token))

@@ -4,7 +4,7 @@
   sees the old file or the new one, never a torn one.
 - ``append_jsonl``: one ``write`` of a whole line under an exclusive lock, then fsync; a crash can only
   leave a torn *last* line.
-- ``read_jsonl``: repairs that last line first (a complete record gets its newline back, a torn one is cut
+- ``read_jsonl``: the one JSON-lines reader; for our own logs it repairs that last line first (a complete record gets its newline back, a torn one is cut
   off, with a warning naming the file); any other unreadable line is an error naming file and line.
 """
 from __future__ import annotations
@@ -53,18 +53,23 @@ def append_jsonl(path: str | os.PathLike, record) -> None:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
-    """(line number, record) of every line, after repairing a torn tail; nothing when the file is absent."""
+def read_jsonl(path: str | os.PathLike, *, repair: bool = True, what: str = "record") -> Iterator[tuple[int, object]]:
+    """(line number, value) of every non-blank line; nothing when the file is absent. ``repair``: first fix a
+    torn last line (our own append-only logs); a user's input file is read as it is. An unreadable line is
+    an error naming file, line and ``what`` it should have been."""
     path = Path(path)
     if not path.exists():
         return
-    repair_torn_tail(path)
+    if repair:
+        repair_torn_tail(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
             try:
                 yield lineno, json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{path}:{lineno}: unreadable record ({err})") from err
+                raise ValueError(f"{path}:{lineno}: not a valid {what}: {err}") from None
 
 
 def repair_torn_tail(path: Path) -> int:

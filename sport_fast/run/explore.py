@@ -11,7 +11,6 @@ data equals that of an uninterrupted run.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,33 +27,30 @@ def explore(tasks, agent, store: StepStore, path, *, rule: str, bleu_threshold: 
 
     Batches are fixed slices of ``tasks`` (not of the tasks left), so a batch re-run after a crash has the
     same members, hence the same decode batches and the same data, as in an uninterrupted run."""
-    if batch < 1:
-        raise ValueError(f"explore: batch must be >= 1, got {batch}")
     done = {rec["task_id"]: rec for _, rec in read_jsonl(path)}
-    for first in range(0, len(tasks), batch):
-        chunk = tasks[first:first + batch]
-        if all(t.id in done for t in chunk):
-            _tick(progress, len(chunk))
-            continue
-        t0 = time.perf_counter()
-        trajectories = agent.run_many(chunk)
-        wall = (time.perf_counter() - t0) / len(chunk)
-        for task, traj in zip(chunk, trajectories):
-            if task.id in done:  # recorded before a crash; this re-run reproduced it
-                continue
-            images = [store.put_image(Path(f).read_bytes(), Path(f).suffix) for f in traj.images]
-            groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_}, images=images)
-            for g in groups:
-                store.append(g)
-            crash_point("explore.groups_written")
-            verdicts = [s.verdict for s in traj.steps if s.verdict is not None]
-            record = {"task_id": task.id, "trajectory": traj.to_json(), "groups": [g.content_hash() for g in groups],
-                      "wall_s": round(wall, 3), "judge": asdict(JudgeStats.of(verdicts))}
-            append_jsonl(path, record)
-            done[task.id] = record
-            crash_point("explore.task_done")
-        _tick(progress, len(chunk), groups=sum(len(done[t.id]["groups"]) for t in chunk))
+    recorded = lambda chunk: all(t.id in done for t in chunk)  # noqa: E731
+    for chunk, trajectories, wall in agent.run_batches(tasks, batch, skip=recorded):
+        for task, traj in zip(chunk, trajectories or ()):
+            if task.id not in done:  # else: recorded before a crash, and this re-run reproduced it
+                done[task.id] = _record(task, traj, store, path, rule, bleu_threshold, round_, wall)
+        _tick(progress, len(chunk), **({} if trajectories is None else
+                                      {"groups": sum(len(done[t.id]["groups"]) for t in chunk)}))
     return summarise([done[t.id] for t in tasks if t.id in done])
+
+
+def _record(task, traj, store: StepStore, path, rule: str, bleu_threshold: float, round_: int, wall: float) -> dict:
+    """Append ``traj``'s step groups (images first) to the store, then its trajectory line; the record."""
+    images = [store.put_image(Path(f).read_bytes(), Path(f).suffix) for f in traj.images]
+    groups = step_groups(traj, rule, bleu_threshold, meta={"round": round_}, images=images)
+    for g in groups:
+        store.append(g)
+    crash_point("explore.groups_written")
+    verdicts = [s.verdict for s in traj.steps if s.verdict is not None]
+    record = {"task_id": task.id, "trajectory": traj.to_json(), "groups": [g.content_hash() for g in groups],
+              "wall_s": round(wall, 3), "judge": asdict(JudgeStats.of(verdicts))}
+    append_jsonl(path, record)
+    crash_point("explore.task_done")
+    return record
 
 
 def summarise(records: list[dict]) -> dict:

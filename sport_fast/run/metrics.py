@@ -44,6 +44,34 @@ class RunMetrics:
                 self.tb.add_scalar(f"{tag}/{key}", value, step)
 
 
+def cache_reuse(path: Path) -> float:
+    """Share of context tokens the sampler served from cache rather than prefilling, over the round."""
+    trajectories = [rec["trajectory"] for _, rec in read_jsonl(path)]
+    steps = [s for t in trajectories for s in t["steps"]]
+    total = sum(s["context_tokens"] for s in steps)
+    prefilled = sum(len(t["context_ids"]) for t in trajectories)
+    prefilled += sum(len(s["observation_ids"]) + 1 for s in steps if s["followed"] is not None)
+    return max(0.0, 1 - prefilled / total) if total else 0.0
+
+
+def round_row(run_dir, r, before, seconds) -> dict:
+    """The round's one row of metrics (``metrics.jsonl``, TensorBoard, the plot), read off its manifest."""
+    explore, train = run_dir.done(r, "explore") or {}, run_dir.done(r, "train") or {}
+    evaluation = run_dir.done(r, "eval") or {}
+    steps = max(1, explore.get("judge_steps", 0))
+    return {"round": r, "tasks": explore.get("tasks"), "steps": explore.get("steps"),
+            "pairs": train.get("pairs", 0), "groups": explore.get("groups"),
+            "abstentions": explore.get("abstentions"), "abstention_rate": explore.get("abstentions", 0) / steps,
+            "disagreement_rate": explore.get("disagreements", 0) / steps, "judge_time_s": explore.get("judge_time_s"),
+            "cache_reuse": explore.get("cache_reuse"),
+            "explore_tokens_per_s": explore.get("generated_tokens", 0) / max(1e-9, explore.get("explore_s", 0)),
+            "explore_s": explore.get("explore_s"), "loss_mean": train.get("loss_mean"),
+            "reward_accuracy": train.get("reward_accuracy"), "train_tokens_per_s": train.get("train_tokens_per_s"),
+            "train_s": train.get("train_s"), "refused_steps": train.get("refused_steps"),
+            "heldout_AnsAcc": evaluation.get("AnsAcc"), "heldout_CodeExec": evaluation.get("CodeExec"),
+            "heldout_AnsAcc_before": before, "round_s": round(seconds, 1)}
+
+
 def summary_line(row: dict) -> str:
     def f(key, fmt="{:.3g}"):
         v = row.get(key)

@@ -24,20 +24,27 @@ import torch
 
 from sport_fast.run.durable import atomic_write, atomic_write_json, fsync_dir
 from sport_fast.run.crash_points import crash_point
+from sport_fast.run.errors import ResumeError
 
 
 class RunDir:
-    def __init__(self, root: str | Path, config_yaml: str):
+    def __init__(self, root: str | Path, config_yaml: str, backends: dict | None = None):
+        """Open (or start) the run in ``root``; a resumed run must have the same resolved config and, when
+        given, the same resolved ``backends`` (``sport_fast.backends``): either would change its data."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         saved = self.root / "config.yaml"
         if saved.exists() and saved.read_text() != config_yaml:
-            raise ValueError(f"run directory {self.root} holds a run with a different config; resume it with the "
-                             f"same command, or choose another out_dir")
-        if not saved.exists():
-            atomic_write(saved, config_yaml)
+            raise ResumeError(f"run directory {self.root} holds a run with a different config; resume it with the "
+                              f"same command, or choose another out_dir")
         self.manifest_path = self.root / "manifest.json"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"phases": {}}
+        _check_backends(self.root, self.manifest.get("backends"), backends)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not saved.exists():
+            atomic_write(saved, config_yaml)
+        if backends is not None and "backends" not in self.manifest:
+            self.manifest["backends"] = backends
+            atomic_write_json(self.manifest_path, self.manifest)
 
     @property
     def resumed(self) -> bool:
@@ -83,3 +90,12 @@ class RunDir:
         if not (path / "COMPLETE").exists():
             raise FileNotFoundError(f"checkpoint {path} is missing or incomplete")
         return load_file(str(path / "weights.safetensors"))
+
+
+def _check_backends(root: Path, recorded: dict | None, now: dict | None) -> None:
+    if recorded is None or now is None or recorded == now:
+        return
+    differ = ", ".join(f"{k} {recorded.get(k)} -> {now.get(k)}" for k in sorted(set(recorded) | set(now))
+                       if recorded.get(k) != now.get(k))
+    raise ResumeError(f"run directory {root} was run with other backends ({differ}); its data would differ: set "
+                      f"them in the config's backends section to resume, or choose another out_dir")

@@ -1,39 +1,23 @@
-"""How the sampler runs one decode forward for all rows of a ``sample_many`` call: the one dispatch point.
+"""How the sampler runs one decode forward for all rows of a ``sample_many`` call.
 
-- ``dynamic`` (the CPU default): context KV read in place (``prefix_attention``), suffix cache growing per token.
+- ``dynamic`` (the default): context KV read in place (``prefix_attention``), suffix cache growing per token.
 - ``static``: fixed buffers (``static_decode``), the same arithmetic in shapes that never change.
-- ``graph`` (the CUDA default): ``static`` with the step captured once as a CUDA graph and replayed per token.
-``auto`` picks ``graph`` on CUDA and ``dynamic`` elsewhere; ``graph`` without CUDA falls back to ``static``
-with a warning. ``SPORT_DECODE`` overrides the sampler's choice.
+- ``graph``: ``static`` with the step captured once as a CUDA graph and replayed per token (opt-in: it has
+  not yet run on a GPU).
+Which mode runs is decided in ``sport_fast.backends.decode_mode``.
 """
 from __future__ import annotations
-
-import os
-import warnings
 
 import torch
 
 from sport_fast.sampler.growing_cache import growing_cache
+from sport_fast.sampler import prefix_attention
 from sport_fast.sampler.prefix_attention import PrefixPlan, attention_configs, decode_attention
 from sport_fast.sampler.static_decode import StaticDecoder
 
-MODES = ("auto", "dynamic", "static", "graph")
-
-
-def resolve_mode(mode: str, device: torch.device) -> str:
-    mode = os.environ.get("SPORT_DECODE") or mode
-    if mode not in MODES:
-        raise ValueError(f"decode mode must be one of {MODES}, got {mode!r}")
-    if mode == "auto":
-        return "graph" if device.type == "cuda" else "dynamic"
-    if mode == "graph" and device.type != "cuda":
-        warnings.warn("decode mode 'graph' needs CUDA; falling back to 'static' (uncaptured)")
-        return "static"
-    return mode
-
-
 class DynamicSteps:
     def __init__(self, model, caches: list, repeats: list[int]):
+        prefix_attention.register()
         self.model, self.suffix, self.configs = model, growing_cache(model.config), attention_configs(model)
         starts = [sum(repeats[:i]) for i in range(len(repeats))]
         self.spans = [(s, s + k) for s, k in zip(starts, repeats)]
@@ -76,3 +60,4 @@ def decode_steps(mode: str, model, caches: list, repeats: list[int], capacity: i
     if mode == "dynamic":
         return DynamicSteps(model, caches, repeats)
     return StaticSteps(model, caches, repeats, capacity, graph=mode == "graph")
+

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from sport_fast.sampler.sampling import SamplingParams, draw, sample_token
+from sport_fast.sampler.sampling import SamplingParams, draw, sample_rows
 
 
 class SchemaError(ValueError):
@@ -118,7 +118,7 @@ class GuidedDecoder:
         budget = params.max_new_tokens - state.generated
         content = None
         while budget > 0:
-            token, _ = sample_token(logits, params, ids, gen)
+            token = sample_rows(logits[None], [params], [ids], [gen])[0][0]
             ids.append(token)
             budget -= 1
             text = self.tokenizer.decode(ids)

@@ -72,7 +72,9 @@ def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: 
     return out_a * torch.exp(lse_a - lse)[..., None] + out_b * torch.exp(lse_b - lse)[..., None]
 
 
-AttentionInterface.register(NAME, shared_prefix_attention)
+def register() -> None:
+    """Make ``shared_prefix_attention`` known to transformers as ``NAME`` (idempotent; decode calls it)."""
+    AttentionInterface.register(NAME, shared_prefix_attention)
 
 
 def attention_configs(model) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Sequence
 
-from sport_fast.sampler.prefix_sampler import PrefixSampler, Trajectory
+from sport_fast.sampler.prefix_sampler import PrefixSampler, CachedContext
 
 
 class PrefixCache:
@@ -18,9 +18,9 @@ class PrefixCache:
             raise ValueError("max_entries must be >= 1")
         self.sampler = sampler
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, ...], Trajectory] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], CachedContext] = OrderedDict()
 
-    def trajectory_for(self, prompt_ids: Sequence[int]) -> tuple[Trajectory, int]:
+    def trajectory_for(self, prompt_ids: Sequence[int]) -> tuple[CachedContext, int]:
         """(trajectory for ``prompt_ids``, how many of its tokens came from cache)."""
         key = tuple(int(t) for t in prompt_ids)
         best = self._longest_prefix(key)

@@ -25,7 +25,8 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.sampler.growing_cache import growing_cache
-from sport_fast.sampler.decode_steps import decode_steps, resolve_mode
+from sport_fast.backends import decode_mode
+from sport_fast.sampler.decode_steps import decode_steps
 from sport_fast.sampler.sampling import Candidate, SamplingParams, sample_rows
 from sport_fast.model.vision import check_images, context_positions
 
@@ -41,7 +42,7 @@ class StepCounters:
 
 
 @dataclass
-class Trajectory:
+class CachedContext:
     """One task's growing context and its cache; create with ``PrefixSampler.start``."""
     context_ids: list[int]
     cache: DynamicCache | None = None
@@ -60,7 +61,8 @@ class PrefixSampler:
     """Samples K candidate steps per trajectory from one shared prefill (any Hugging Face causal LM)."""
 
     def __init__(self, model, tokenizer=None, seed: int = 0, decode: str = "auto"):
-        """``decode``: how decode forwards run (``decode_steps``): auto, dynamic, static or graph."""
+        """``decode``: how decode forwards run (``decode_steps``; ``backends.decode_mode``): auto, dynamic,
+        static or graph."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.seed = seed
@@ -68,7 +70,7 @@ class PrefixSampler:
         self.weights_version = 0
 
     # -- public API ------------------------------------------------------------------------------
-    def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> Trajectory:
+    def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> CachedContext:
         """A trajectory for ``context_ids``; its prefill happens on first use. A vision-language model's
         context holds image placeholder tokens and ``images`` their (pixel_values, grid_thw) from the
         model's image processor, in order: the vision encoder runs once per image, at that prefill."""
@@ -76,15 +78,15 @@ class PrefixSampler:
             raise ValueError("start: context_ids is empty")
         ids = [int(t) for t in context_ids]
         check_images(self.model.config, ids, images)
-        return Trajectory(context_ids=ids, images=list(images))
+        return CachedContext(context_ids=ids, images=list(images))
 
     @torch.no_grad()
-    def sample(self, traj: Trajectory, params: Sequence[SamplingParams]) -> list[Candidate]:
+    def sample(self, traj: CachedContext, params: Sequence[SamplingParams]) -> list[Candidate]:
         """K = len(params) candidates continuing ``traj``'s context, decoded together from its cached KV."""
         return self.sample_many([(traj, params)])[0]
 
     @torch.no_grad()
-    def sample_many(self, requests: Sequence[tuple[Trajectory, Sequence[SamplingParams]]]) -> list[list[Candidate]]:
+    def sample_many(self, requests: Sequence[tuple[CachedContext, Sequence[SamplingParams]]]) -> list[list[Candidate]]:
         """Candidates for several trajectories at once: all their rows decode in one batch, one forward per
         token; each trajectory's K rows read its cached context in place (contexts of any lengths, no padding)."""
         if not requests:
@@ -105,7 +107,7 @@ class PrefixSampler:
         return results
 
     @torch.no_grad()
-    def commit(self, traj: Trajectory, candidate: int, observation_ids: Sequence[int] = ()) -> None:
+    def commit(self, traj: CachedContext, candidate: int, observation_ids: Sequence[int] = ()) -> None:
         """Continue ``traj`` with pending candidate ``candidate`` and the observation that followed it."""
         if not 0 <= candidate < len(traj.pending):
             raise ValueError(f"commit: no pending candidate {candidate} (have {len(traj.pending)})")
@@ -122,11 +124,11 @@ class PrefixSampler:
             traj.last_logits = self._prefill(traj, traj.context_ids[traj.cached_len:])
 
     @torch.no_grad()
-    def fork(self, traj: Trajectory, extra_ids: Sequence[int] = ()) -> Trajectory:
+    def fork(self, traj: CachedContext, extra_ids: Sequence[int] = ()) -> CachedContext:
         """A new trajectory whose context is ``traj``'s plus ``extra_ids``: ``traj``'s KV is copied (not
         recomputed) and only ``extra_ids`` are prefilled. ``traj`` itself is left as it was."""
         self._ensure_prefilled(traj)
-        child = Trajectory(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
+        child = CachedContext(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
                            cached_len=traj.cached_len, last_logits=traj.last_logits,
                            weights_version=traj.weights_version, images=traj.images, rope_delta=traj.rope_delta)
         if extra_ids:
@@ -142,7 +144,7 @@ class PrefixSampler:
         self.weights_version += 1
 
     # -- internals -------------------------------------------------------------------------------
-    def _ensure_prefilled(self, traj: Trajectory) -> None:
+    def _ensure_prefilled(self, traj: CachedContext) -> None:
         if traj.weights_version != self.weights_version:  # new trajectory, or weights changed since
             traj.cache, traj.cached_len = growing_cache(self.model.config), 0
             traj.weights_version = self.weights_version
@@ -150,7 +152,7 @@ class PrefixSampler:
             traj.last_logits = self._prefill(traj, traj.context_ids)
         traj.pending, traj.pending_kv = [], None  # sampling again without a commit drops the last candidates
 
-    def _prefill(self, traj: Trajectory, new_ids: list[int]) -> torch.Tensor:
+    def _prefill(self, traj: CachedContext, new_ids: list[int]) -> torch.Tensor:
         """Run ``new_ids`` through the model on top of the cache; returns the last position's logits (V,).
         The whole context of an image-bearing trajectory goes with its pixels and M-RoPE positions."""
         device = next(self.model.parameters()).device
@@ -170,11 +172,11 @@ class PrefixSampler:
         traj.prefilled_since_step += len(new_ids)
         return out.logits[0, -1].float()
 
-    def _decode(self, trajs: list[Trajectory], params: list[list[SamplingParams]]) -> list[list[Candidate]]:
+    def _decode(self, trajs: list[CachedContext], params: list[list[SamplingParams]]) -> list[list[Candidate]]:
         rows = [(t, i, p) for t, ps in zip(trajs, params) for i, p in enumerate(ps)]
         device = next(self.model.parameters()).device
         steps = max(p.max_new_tokens for _, _, p in rows)
-        backend = decode_steps(resolve_mode(self.decode, device), self.model, [t.cache for t in trajs],
+        backend = decode_steps(decode_mode(self.decode, device), self.model, [t.cache for t in trajs],
                                [len(ps) for ps in params], capacity=steps)
         positions = torch.tensor([t.cached_len + t.rope_delta for t, _, _ in rows], device=device)[:, None]
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
@@ -214,7 +216,7 @@ class PrefixSampler:
         elif len(cand.token_ids) >= params.max_new_tokens:
             cand.finish_reason = "length"
 
-    def _derived_seed(self, traj: Trajectory, index: int) -> int:
+    def _derived_seed(self, traj: CachedContext, index: int) -> int:
         """Reproducible per (sampler seed, context, step, candidate) when no seed is given."""
         return hash((self.seed, len(traj.context_ids), tuple(traj.context_ids[-8:]), len(traj.steps), index)) % 2**62
 

@@ -1,5 +1,8 @@
-"""A step sampler that talks to any OpenAI-compatible server (this project's ``sport_fast.serve``, vLLM with
-``--enable-prefix-caching``, SGLang), behind the same ``sample(prompt_ids, params)`` shape as the embedded one.
+"""The policy behind a server: sampling from any OpenAI-compatible server (this project's ``sport_fast.serve``,
+vLLM with ``--enable-prefix-caching``, SGLang), behind the same interface as the embedded ``PrefixSampler``.
+
+``OpenAIStepSampler.sample(prompt_ids, params)`` asks for K candidates; ``ServerPolicy`` gives it the agent's
+trajectory interface (``start(context_ids) -> handle``, ``sample(handle, params)``, ``commit``).
 
 Token-in, token-out: prompts go as token ids and candidates come back as token ids (``token_ids`` in each
 choice: this project's server always sends them, vLLM does when asked with ``return_token_ids``). A server
@@ -10,6 +13,8 @@ many minutes).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Sequence
 
@@ -56,3 +61,37 @@ def _candidate(choice) -> Candidate:
     logprobs = (extra.get("logprobs") or {}).get("token_logprobs") or []
     return Candidate(token_ids=list(ids), logprobs=list(logprobs), finish_reason=choice.finish_reason,
                      text=choice.text)
+
+
+@dataclass
+class RemoteContext:
+    """A trajectory's growing context as token ids; the server holds its KV (prefix caching)."""
+    context_ids: list[int]
+    pending: list[Candidate] = field(default_factory=list)
+
+
+class ServerPolicy:
+    """The agent's policy interface (``start``, ``sample``, ``commit``) over an ``OpenAIStepSampler``: the whole
+    context goes each step, and the server's prefix cache (ours, vLLM's ``--enable-prefix-caching``, SGLang's
+    radix cache) is what makes that cheap."""
+
+    def __init__(self, step_sampler):
+        self.step_sampler = step_sampler
+
+    def start(self, context_ids: Sequence[int]) -> RemoteContext:
+        return RemoteContext(context_ids=[int(t) for t in context_ids])
+
+    def sample(self, traj: RemoteContext, params: Sequence[SamplingParams]) -> list[Candidate]:
+        traj.pending = self.step_sampler.sample(traj.context_ids, params)
+        return traj.pending
+
+    def sample_many(self, requests) -> list[list[Candidate]]:
+        """One request per trajectory, all in flight together so that the server can batch them."""
+        with ThreadPoolExecutor(max_workers=max(1, len(requests))) as pool:
+            return list(pool.map(lambda r: self.sample(*r), requests))
+
+    def commit(self, traj: RemoteContext, candidate: int, observation_ids: Sequence[int] = ()) -> None:
+        if not 0 <= candidate < len(traj.pending):
+            raise ValueError(f"commit: no pending candidate {candidate} (have {len(traj.pending)})")
+        traj.context_ids = traj.context_ids + traj.pending[candidate].token_ids + [int(t) for t in observation_ids]
+        traj.pending = []

@@ -42,23 +42,11 @@ class Candidate:
     text: str | None = None
 
 
-def sample_token(logits: torch.Tensor, params: SamplingParams, history: list[int],
-                 generator: torch.Generator) -> tuple[int, float]:
-    """(token, its raw log-prob) from one row of logits (V,) under ``params``."""
-    raw_logp = torch.log_softmax(logits.float(), dim=-1)
-    scores = _penalise_repeats(logits.float().clone(), history, params.repetition_penalty)
-    if params.temperature == 0:
-        token = int(scores.argmax())
-    else:
-        scores = _filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
-        token = draw(torch.softmax(scores, dim=-1), generator)
-    return token, float(raw_logp[token])
-
-
 def sample_rows(logits: torch.Tensor, params: list[SamplingParams], histories: list,
                 generators: list[torch.Generator]) -> tuple[list[int], list[float]]:
-    """``sample_token`` for every row of ``logits`` (R, V) at once, on the logits' device: one uniform draw
-    per row from its own generator, batched filtering and CDF inversion, one transfer of the results."""
+    """(tokens, their raw log-probs) for every row of ``logits`` (R, V) under its own ``params``, at once, on
+    the logits' device: one uniform draw per row from its own generator, batched filtering and CDF inversion
+    (``draw``, row by row), one transfer of the results."""
     raw_logp = torch.log_softmax(logits.float(), dim=-1)
     scores = logits.float().clone()
     for r, p in enumerate(params):

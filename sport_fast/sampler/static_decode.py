@@ -69,14 +69,12 @@ def static_prefix_attention(module, query, key, value, attention_mask=None, scal
     return merge(out_p, lse_p, out_s, lse_s).reshape(rows, 1, heads, dim).to(query.dtype), None
 
 
-AttentionInterface.register(NAME, static_prefix_attention)
-
-
 class StaticDecoder:
     """Decode steps for ``groups`` trajectories (batch-1 caches of any lengths) x ``k`` rows each, for up
     to ``capacity`` new tokens; ``step(feed, positions, index)`` -> (rows, V) logits."""
 
     def __init__(self, model, caches: list[DynamicCache], k: int, capacity: int, graph: bool = False):
+        AttentionInterface.register(NAME, static_prefix_attention)
         self.model, self.graph, self.configs = model, None, attention_configs(model)
         first = caches[0].layers[0].keys
         device, dtype, kv_heads, dim = first.device, first.dtype, first.shape[1], first.shape[3]

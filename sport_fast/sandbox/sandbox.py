@@ -16,50 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 from sport_fast.sandbox import isolation
-
-REQUIRED_LAYERS = ("separate_uid", "network_namespace", "private_tmp", "rlimits")
-GRACE_AFTER_EXIT_S = 0.25
-TRUNCATED = "\n...[output truncated: {n} more bytes]\n"
-
-
-@dataclass
-class SandboxResult:
-    """What one run produced. ``error``: the step's exception text, or why the run was stopped."""
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None
-    timed_out: bool = False
-    wall_s: float = 0.0
-    final_answer: object = None
-    has_final_answer: bool = False
-    tool_calls: list[dict] = field(default_factory=list)
-    prelude_errors: list[dict] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.timed_out
-
-    def observation(self) -> str:
-        """What the agent sees next: the printed output, then the error if any."""
-        parts = [self.stdout.rstrip()] if self.stdout.strip() else []
-        if self.timed_out:
-            parts.append(f"Error: the code ran past its time limit and was stopped ({self.error})")
-        elif self.error:
-            parts.append(f"Error: {self.error}")
-        return "\n".join(parts) if parts else "(no output)"
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.pump import OutputPump
+from sport_fast.sandbox.result import SandboxResult, read_result
 
 
 @dataclass(frozen=True)
@@ -119,12 +89,12 @@ class Sandbox:
         os.close(msg_w)
         proc.stdin.write((json.dumps(self._config(code, prelude, workdir, uid, msg_w)) + "\n").encode())
         proc.stdin.flush()
-        pump = _Pump(proc, msg_r, self.limits.max_output_bytes, self._host_call(workdir))
+        pump = OutputPump(proc, msg_r, self.limits.max_output_bytes, self._host_call(workdir))
         timed_out = not pump.run(t0 + self.limits.timeout_s)
         if timed_out:
             self._kill(proc, uid)
         returncode = proc.wait()
-        return _result(pump, returncode, timed_out, time.monotonic() - t0, self.limits.timeout_s)
+        return read_result(pump, returncode, timed_out, time.monotonic() - t0, self.limits.timeout_s)
 
     def _config(self, code: str, prelude: list[str], workdir: str, uid: int, msg_fd: int) -> dict:
         lim = self.limits
@@ -156,97 +126,6 @@ class Sandbox:
             pass
         if self.layers["separate_uid"]:
             isolation.kill_uid_until_gone(uid)
-
-
-class _Pump:
-    """Reads the child's stdout, stderr and messages until all close or the deadline passes."""
-
-    def __init__(self, proc: subprocess.Popen, msg_fd: int, max_bytes: int, host_call):
-        self.proc, self.max_bytes, self.host_call = proc, max_bytes, host_call
-        self.out = {"stdout": bytearray(), "stderr": bytearray(), "msg": bytearray()}
-        self.dropped = {"stdout": 0, "stderr": 0, "msg": 0}
-        self.messages: list[dict] = []
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        self.sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        self.msg_file = os.fdopen(msg_fd, "rb", buffering=0)
-        self.sel.register(self.msg_file, selectors.EVENT_READ, "msg")
-
-    def run(self, deadline: float) -> bool:
-        """False if the deadline passed first. Done when every stream closed, or shortly after the child
-        exits: a daemon it left behind may hold the pipes open, and is killed with the rest of the uid."""
-        exit_grace = None
-        try:
-            while self.sel.get_map():
-                now = time.monotonic()
-                if exit_grace is None and self.proc.poll() is not None:
-                    exit_grace = now + GRACE_AFTER_EXIT_S
-                if exit_grace is not None and now >= exit_grace:
-                    return True
-                if now >= deadline:
-                    return False
-                for key, _ in self.sel.select(timeout=min(deadline - now, 0.05)):
-                    self._read(key)
-            return True
-        finally:
-            self.sel.close()
-            for f in (self.proc.stdout, self.proc.stderr, self.msg_file, self.proc.stdin):
-                f.close()
-
-    def _read(self, key) -> None:
-        chunk = os.read(key.fileobj.fileno(), 65536)
-        if not chunk:
-            self.sel.unregister(key.fileobj)
-            return
-        name = key.data
-        limit = 1 << 24 if name == "msg" else self.max_bytes
-        room = max(0, limit - len(self.out[name]))
-        self.out[name] += chunk[:room]
-        self.dropped[name] += len(chunk) - min(room, len(chunk))
-        if name == "msg":
-            self._answer_requests()
-
-    def _answer_requests(self) -> None:
-        while b"\n" in self.out["msg"]:
-            line, _, rest = bytes(self.out["msg"]).partition(b"\n")
-            self.out["msg"] = bytearray(rest)
-            message = json.loads(line)
-            if message.get("type") == "tool_call":
-                self.proc.stdin.write((json.dumps(self.host_call(message)) + "\n").encode())
-                self.proc.stdin.flush()
-            else:
-                self.messages.append(message)
-
-    def text(self, name: str) -> str:
-        body = self.out[name].decode("utf-8", errors="replace")
-        return body + TRUNCATED.format(n=self.dropped[name]) if self.dropped[name] else body
-
-
-def _result(pump: _Pump, returncode: int, timed_out: bool, wall_s: float, timeout_s: float) -> SandboxResult:
-    result = SandboxResult(stdout=pump.text("stdout"), stderr=pump.text("stderr"), timed_out=timed_out,
-                           wall_s=wall_s)
-    final = next((m for m in pump.messages if m.get("type") in ("result", "setup_error")), None)
-    if timed_out:
-        result.error = f"wall-clock limit of {timeout_s:g}s"
-    elif final is None:
-        result.error = _death(returncode)
-    elif final["type"] == "setup_error":
-        raise RuntimeError(f"sandbox: could not set up isolation: {final['error']}")
-    else:
-        result.error = final["error"]
-        result.final_answer, result.has_final_answer = final["final_answer"], final["has_final_answer"]
-        result.tool_calls, result.prelude_errors = final["tool_calls"], final["prelude_errors"]
-    return result
-
-
-def _death(returncode: int) -> str:
-    """Why a child that sent no result ended."""
-    if returncode < 0:
-        sig = signal.Signals(-returncode).name
-        hint = {"SIGKILL": " (memory or CPU limit?)", "SIGXCPU": " (CPU time limit)", "SIGSEGV": " (crashed)",
-                "SIGXFSZ": " (file size limit)"}.get(sig, "")
-        return f"the process was killed by {sig}{hint}"
-    return f"the process exited with status {returncode} before reporting a result"
 
 
 def _make_workdir(files: Mapping[str, str | Path | bytes], owner: int | None) -> str:
@@ -281,31 +160,3 @@ def _scrubbed_env(workdir: str) -> dict[str, str]:
             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
-_LAYERS: dict[str, bool] | None = None
-
-
-def available_layers() -> dict[str, bool]:
-    """Which isolation layers work on this machine: probed once per process, in a throwaway child."""
-    global _LAYERS
-    if _LAYERS is None:
-        _LAYERS = _probe_layers()
-    return dict(_LAYERS)
-
-
-def _probe_layers() -> dict[str, bool]:
-    layers = {"rlimits": True, "separate_uid": isolation.is_root(), "network_namespace": False, "private_tmp": False}
-    if sys.platform != "linux":
-        return {**layers, "separate_uid": False}
-    probe = ("import ctypes, os, sys; from sport_fast.sandbox import isolation; "
-             "isolation.enter_namespaces(os.getcwd(), network=True, mounts=True)")
-    done = subprocess.run([sys.executable, "-I", "-c", probe], cwd=tempfile.gettempdir(), capture_output=True,
-                          timeout=30)
-    if done.returncode == 0:
-        layers["network_namespace"] = layers["private_tmp"] = True
-    return layers
-
-
-def describe_layers() -> str:
-    """One line for start-up logs: which layers this machine gives the sandbox."""
-    layers = available_layers()
-    return "sandbox isolation: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in layers.items())

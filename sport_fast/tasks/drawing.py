@@ -18,26 +18,6 @@ CELL = (80, 60)
 _FONT_FILE = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-
-
-def image_problem(path) -> str | None:
-    """Why the image file at ``path`` cannot be used (missing, corrupt, not an image), or None. Non-image
-    suffixes (CSV, PDF) are not checked."""
-    from PIL import UnidentifiedImageError
-    path = Path(path)
-    if not path.is_file():
-        return f"{path} does not exist"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return None
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        return f"{path} is corrupt or not an image ({err})"
-    return None
-
-
 def font(size: int):
     return ImageFont.truetype(str(_FONT_FILE), size) if _FONT_FILE.is_file() else ImageFont.load_default(size=size)
 

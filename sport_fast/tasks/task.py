@@ -11,7 +11,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sport_fast.run.durable import atomic_write
+from sport_fast.run.durable import atomic_write, read_jsonl
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
 @dataclass
@@ -54,16 +56,7 @@ def load_tasks(path: str | Path) -> list[Task]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist")
-    tasks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            record["files"] = {k: str(path.parent / v) for k, v in record.get("files", {}).items()}
-            tasks.append(Task(**record))
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}:{n}: not a valid task: {err}") from None
+    tasks = [_task(record, path, n) for n, record in read_jsonl(path, repair=False, what="task")]
     if not tasks:
         raise ValueError(f"task file {path} has no tasks")
     for task in tasks:
@@ -71,3 +64,32 @@ def load_tasks(path: str | Path) -> list[Task]:
         if missing:
             raise FileNotFoundError(f"{path}: task {task.id} names a missing file {missing[0]}")
     return tasks
+
+
+def _task(record, path: Path, n: int) -> Task:
+    try:
+        record["files"] = {k: str(path.parent / v) for k, v in record.get("files", {}).items()}
+        return Task(**record)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}:{n}: not a valid task: {err}") from None
+
+
+def is_image(name: str | Path) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_problem(path) -> str | None:
+    """Why the image file at ``path`` cannot be used (missing, corrupt, not an image), or None. Non-image
+    suffixes (CSV, PDF) are not checked."""
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} does not exist"
+    if not is_image(path):
+        return None
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        return f"{path} is corrupt or not an image ({err})"
+    return None

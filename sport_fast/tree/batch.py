@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from sport_fast.data.step_group import StepGroup
+from sport_fast.model.introspect import decoder_of
 from sport_fast.tree.pack import PackedTree, pack_step_groups
 from sport_fast.model.vision import ImageInputs, image_token_id, mrope_context_positions, packed_pixel_values
 
@@ -36,12 +37,3 @@ def make_tree_batch(model, groups: Sequence[StepGroup], *, candidates: str = "al
     if not tree.image_hashes:
         return TreeBatch(tree)
     return TreeBatch(tree, *packed_pixel_values(tree.image_hashes, images))
-
-
-def decoder_of(model):
-    """The transformer body of a causal LM (under a peft wrapper too): ``CausalLM.model``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = getattr(base, "model", None)
-    if decoder is None:
-        raise TypeError(f"{type(base).__name__} has no .model body; expected a Hugging Face *ForCausalLM")
-    return decoder

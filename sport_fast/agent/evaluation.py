@@ -1,0 +1,80 @@
+"""Evaluation in the style of GTA and GAIA: run the agent on each task and report
+
+- AnsAcc: the final answer is right, by GTA's whitelist rule where the task has one, else GAIA's rule
+  (``answer_rules.py``); over the tasks that have a scorable answer (the count of the others is reported);
+- ToolAcc: per task, the fraction of its expected tools that the chosen steps called, averaged over the
+  tasks that name expected tools (a benchmark tool with no counterpart here counts as missed);
+- CodeExec: the fraction of chosen steps whose code parsed and ran without error.
+Per-task logs (the whole trajectory) go to ``tasks.jsonl`` beside ``report.json``. The report states the
+selection rule and K: with K > 1 it is test-time best-of-K step selection.
+
+``python -m sport_fast.eval`` runs it from the command line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
+
+
+def task_outcome(task, traj) -> dict:
+    chosen = traj.followed_steps()
+    called = sorted({c["name"] for step in chosen for c in step.tool_calls})
+    expected = list(task.expected_tools)
+    return {"task_id": task.id, "answer": task.answer, "prediction": traj.final_answer, "finished": traj.finished,
+            "correct": _correct(task, traj) if task.scored else None, "expected_tools": expected, "called_tools": called,
+            "tool_recall": (sum(t in called for t in expected) / len(expected)) if expected else None,
+            "steps": len(chosen), "steps_ran": sum(c.ran for c in chosen), "stop_reason": traj.stop_reason}
+
+
+def _correct(task, traj) -> bool:
+    if not traj.finished:
+        return False
+    if task.whitelist is not None:
+        return gta_correct(traj.final_answer, task.whitelist, task.blacklist)
+    return gaia_correct(traj.final_answer, task.answer)
+
+
+def summarise(outcomes: list[dict], k: int, selection: str) -> dict:
+    scored = [o for o in outcomes if o["correct"] is not None]
+    with_tools = [o for o in outcomes if o["tool_recall"] is not None]
+    steps = sum(o["steps"] for o in outcomes)
+    return {"tasks": len(outcomes), "scored_tasks": len(scored), "unscored_tasks": len(outcomes) - len(scored),
+            "AnsAcc": _mean([o["correct"] for o in scored]), "ToolAcc": _mean([o["tool_recall"] for o in with_tools]),
+            "CodeExec": sum(o["steps_ran"] for o in outcomes) / steps if steps else None,
+            "finished": sum(o["finished"] for o in outcomes), "k": k, "selection": selection,
+            "best_of_k": k > 1,
+            "unavailable_expected_tools": sum(t.startswith("unavailable:") for o in outcomes for t in o["expected_tools"])}
+
+
+def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, batch: int = 1) -> dict:
+    """Run ``agent`` on every task, ``batch`` tasks in lockstep (their wall time shared equally); write
+    per-task logs and the report under ``out_dir`` if given."""
+    outcomes, logs = [], []
+    for chunk, trajectories, wall in agent.run_batches(tasks, batch):
+        for task, traj in zip(chunk, trajectories):
+            outcome = {**task_outcome(task, traj), "wall_s": round(wall, 3)}
+            outcomes.append(outcome)
+            logs.append({**outcome, "trajectory": traj.to_json()})
+            if progress:
+                progress(len(outcomes), len(tasks), outcome)
+    report = summarise(outcomes, agent.config.k, agent.selection_name)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tasks.jsonl").write_text("".join(json.dumps(r, default=repr) + "\n" for r in logs))
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else None
+
+
+def load_any(path: str, fmt: str):
+    """Tasks of a suite file, or of a GTA or GAIA directory."""
+    from sport_fast.tasks.benchmark_formats import load_gaia, load_gta
+    from sport_fast.tasks.task import load_tasks
+    return {"suite": load_tasks, "gta": load_gta, "gaia": load_gaia}[fmt](path)

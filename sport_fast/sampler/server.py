@@ -1,0 +1,143 @@
+"""An OpenAI-compatible HTTP server over the prefix-caching sampler (``python -m sport_fast.serve`` runs it).
+
+Endpoints: GET /v1/models, POST /v1/completions (prompt: text or token ids), POST /v1/chat/completions.
+Fields: n, temperature, top_p, top_k, max_tokens, stop, logprobs, seed, and for chat ``response_format``
+with a JSON schema of flat string/enum properties (``sport_fast.sampler.guided``). Each choice also carries its
+``token_ids`` (and the reply the prompt's), so token-in, token-out clients never re-tokenise. Prompts reuse
+cached prefixes across requests (``usage.prompt_tokens_details.cached_tokens`` says how many). Requests are
+served by threads; the model runs one request at a time. A malformed request gets a 4xx naming the field.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from sport_fast.model.chat_format import template_ids
+from sport_fast.sampler.guided import GuidedDecoder, SchemaError
+from sport_fast.sampler.protocol import RequestError, completion_response, parse_response_format, parse_sampling
+from sport_fast.sampler.prefix_cache import PrefixCache
+from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sampler.sampling import Candidate
+
+MAX_BODY = 16 << 20
+
+
+class SamplerService:
+    """The model behind the server: tokenisation, the prefix cache and the sampler, under one lock."""
+
+    def __init__(self, model, tokenizer, name: str, cache_entries: int = 32, seed: int = 0):
+        self.name, self.tokenizer = name, tokenizer
+        self.sampler = PrefixSampler(model, tokenizer, seed=seed)
+        self.cache = PrefixCache(self.sampler, cache_entries)
+        self.guided = GuidedDecoder(model, tokenizer)
+        self.lock = threading.Lock()
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.eos_ids = () if eos is None else (int(eos),)
+
+    def handle(self, path: str, body: dict) -> dict:
+        chat = path == "/v1/chat/completions"
+        if body.get("model") not in (None, self.name):
+            raise RequestError(f"model {body.get('model')!r} is not served here (serving {self.name!r})", "model", 404)
+        request = parse_sampling(body, chat, self.eos_ids)
+        prompt = self._chat_prompt(body) if chat else self._prompt(body)
+        schema = parse_response_format(body) if chat else None
+        if schema is not None:
+            return self._guided(prompt, schema, request)
+        with self.lock:
+            traj, cached = self.cache.trajectory_for(prompt)
+            cands = self.sampler.sample(traj, request.params)
+        reply = completion_response(self.name, cands, len(prompt), cached, chat, request.logprobs, self.tokenizer)
+        reply["prompt_token_ids"] = prompt
+        return reply
+
+    def _guided(self, prompt: list[int], schema: dict, request) -> dict:
+        if request.logprobs:
+            raise RequestError("logprobs are not returned with response_format", "logprobs")
+        cands = []
+        for p in request.params:
+            try:
+                with self.lock:
+                    reply = self.guided.generate(prompt, schema, p)
+            except SchemaError as err:
+                raise RequestError(f"response_format: {err}", "response_format") from None
+            ids = self.tokenizer.encode(reply.text, add_special_tokens=False)
+            cands.append(Candidate(token_ids=ids, finish_reason=reply.finish_reason, text=reply.text))
+        out = completion_response(self.name, cands, len(prompt), 0, True, False, self.tokenizer)
+        out["prompt_token_ids"] = prompt
+        return out
+
+    def _prompt(self, body: dict) -> list[int]:
+        prompt = body.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            return self.tokenizer.encode(prompt, add_special_tokens=False)
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            vocab = len(self.tokenizer)
+            if not all(0 <= t < vocab for t in prompt):
+                raise RequestError(f"prompt token ids must be in [0, {vocab})", "prompt")
+            return prompt
+        raise RequestError("prompt must be a non-empty string or a non-empty list of token ids", "prompt")
+
+    def _chat_prompt(self, body: dict) -> list[int]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("messages must be a non-empty list", "messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool") \
+                    or not isinstance(m.get("content"), str):
+                raise RequestError(f"messages[{i}] needs a role (system, user, assistant, tool) and text content",
+                                   "messages")
+        return template_ids(self.tokenizer, messages)
+
+
+def make_handler(service: SamplerService):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            if self.path.rstrip("/") == "/v1/models":
+                return self._send(200, {"object": "list", "data": [
+                    {"id": service.name, "object": "model", "created": 0, "owned_by": "sport_fast"}]})
+            self._send(404, RequestError(f"no route GET {self.path}", status=404).body())
+
+        def do_POST(self):  # noqa: N802
+            path = self.path.rstrip("/")
+            if path not in ("/v1/completions", "/v1/chat/completions"):
+                return self._send(404, RequestError(f"no route POST {self.path}", status=404).body())
+            try:
+                self._send(200, service.handle(path, self._body()))
+            except RequestError as err:
+                self._send(err.status, err.body())
+            except Exception as err:  # noqa: BLE001 - the server must answer, never die, on any request
+                self._send(500, {"error": {"message": f"internal error: {type(err).__name__}: {err}",
+                                           "type": "server_error", "param": None, "code": None}})
+
+        def _body(self) -> dict:
+            length = int(self.headers.get("Content-Length") or 0)
+            if not 0 < length <= MAX_BODY:
+                raise RequestError(f"request body must be 1 byte to {MAX_BODY} bytes of JSON")
+            try:
+                return json.loads(self.rfile.read(length))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise RequestError(f"request body is not valid JSON: {err}") from err
+
+        def _send(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, fmt, *args):  # quiet by default; errors still reach the client
+            pass
+
+    return Handler
+
+
+def start_server(service: SamplerService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """Serve in a daemon thread; ``server.server_address`` has the bound port."""
+    server = ThreadingHTTPServer((host, port), make_handler(service))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
