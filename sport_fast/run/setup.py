@@ -34,11 +34,11 @@ class RunParts:
     frozen: dict = field(default_factory=dict)   # a frozen initial model, once loaded (full fine-tuning)
 
 
-def build_run(cfg, parallel=None) -> RunParts:
-    """The run's parts (``cfg``: a ``Config``): see the module docstring for the order."""
+def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
+    """The run's parts (``cfg``: a ``Config``, ``config_yaml`` its resolved text): see the module docstring
+    for the order."""
     from sport_fast import backends as backend_choice
     from sport_fast.agent.vision_prompt import VisionPrompt
-    from sport_fast.config import dump_config
     from sport_fast.model.chat_format import ChatFormat
     from sport_fast.model.introspect import model_device
     from sport_fast.model.loader import load_image_processor, load_policy
@@ -52,7 +52,7 @@ def build_run(cfg, parallel=None) -> RunParts:
     processor = load_image_processor(cfg.model.path, model)
     chosen = backend_choice.resolve(cfg.backends, model_device(model), model)
     judge_backend, stop_judge = start_judge(cfg.judge, root, policy=(model, tok), dtype=cfg.model.dtype)
-    run_dir = RunDir(root, dump_config(cfg), chosen.to_json())
+    run_dir = RunDir(root, config_yaml, chosen.to_json())
     tasks.place(root)
     tools, sandbox = _tools_and_sandbox(cfg)
     return RunParts(cfg, run_dir, chosen, model, tok, processor, VisionPrompt.for_model(model, tok, processor),

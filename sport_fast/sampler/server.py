@@ -90,49 +90,52 @@ class SamplerService:
         return template_ids(self.tokenizer, messages)
 
 
-def make_handler(service: SamplerService):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class SamplerHandler(BaseHTTPRequestHandler):
+    """HTTP routes over ``service`` (set per server by ``make_handler``); every reply is JSON."""
+    protocol_version = "HTTP/1.1"
+    service: SamplerService
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            if self.path.rstrip("/") == "/v1/models":
-                return self._send(200, {"object": "list", "data": [
-                    {"id": service.name, "object": "model", "created": 0, "owned_by": "sport_fast"}]})
-            self._send(404, RequestError(f"no route GET {self.path}", status=404).body())
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path.rstrip("/") == "/v1/models":
+            return self._send(200, {"object": "list", "data": [
+                {"id": self.service.name, "object": "model", "created": 0, "owned_by": "sport_fast"}]})
+        self._send(404, RequestError(f"no route GET {self.path}", status=404).body())
 
-        def do_POST(self):  # noqa: N802
-            path = self.path.rstrip("/")
-            if path not in ("/v1/completions", "/v1/chat/completions"):
-                return self._send(404, RequestError(f"no route POST {self.path}", status=404).body())
-            try:
-                self._send(200, service.handle(path, self._body()))
-            except RequestError as err:
-                self._send(err.status, err.body())
-            except Exception as err:  # noqa: BLE001 - the server must answer, never die, on any request
-                self._send(500, {"error": {"message": f"internal error: {type(err).__name__}: {err}",
-                                           "type": "server_error", "param": None, "code": None}})
+    def do_POST(self):  # noqa: N802
+        path = self.path.rstrip("/")
+        if path not in ("/v1/completions", "/v1/chat/completions"):
+            return self._send(404, RequestError(f"no route POST {self.path}", status=404).body())
+        try:
+            self._send(200, self.service.handle(path, self._body()))
+        except RequestError as err:
+            self._send(err.status, err.body())
+        except Exception as err:  # noqa: BLE001 - the server must answer, never die, on any request
+            self._send(500, {"error": {"message": f"internal error: {type(err).__name__}: {err}",
+                                       "type": "server_error", "param": None, "code": None}})
 
-        def _body(self) -> dict:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 < length <= MAX_BODY:
-                raise RequestError(f"request body must be 1 byte to {MAX_BODY} bytes of JSON")
-            try:
-                return json.loads(self.rfile.read(length))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise RequestError(f"request body is not valid JSON: {err}") from err
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_BODY:
+            raise RequestError(f"request body must be 1 byte to {MAX_BODY} bytes of JSON")
+        try:
+            return json.loads(self.rfile.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RequestError(f"request body is not valid JSON: {err}") from err
 
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def log_message(self, fmt, *args):  # quiet by default; errors still reach the client
-            pass
+    def log_message(self, fmt, *args):  # quiet by default; errors still reach the client
+        pass
 
-    return Handler
+
+def make_handler(service: SamplerService) -> type[SamplerHandler]:
+    return type("Handler", (SamplerHandler,), {"service": service})
 
 
 def start_server(service: SamplerService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:

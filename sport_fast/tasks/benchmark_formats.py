@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sport_fast.run.durable import read_jsonl
 from sport_fast.tasks.task import Task
 
 GTA_TOOLS = {"OCR": "ocr", "Calculator": "calculator", "CountGivenObject": "count_objects",
@@ -52,10 +53,7 @@ def load_gaia(directory: str | Path) -> list[Task]:
     path = root / "metadata.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"GAIA directory {root} has no metadata.jsonl")
-    tasks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            tasks.append(_gaia_task(root, json.loads(line), f"{path}:{n}"))
+    tasks = [_gaia_task(root, rec, f"{path}:{n}") for n, rec in read_jsonl(path, repair=False, what="GAIA record")]
     if not tasks:
         raise ValueError(f"{path} has no tasks")
     return tasks

@@ -7,11 +7,10 @@ what was drawn, not from the tools. Each task carries a reference program; a tes
 the sandbox and checks that they reach the stated answer, so every task is solvable with its tools.
 
 Splits: train and held-out tasks come from independent random streams of one seed, so they never share
-an image. ``python -m sport_fast.tasks.suite OUT_DIR --train 40 --heldout 20 --seed 0``.
+an image. ``python -m sport_fast.task_suite OUT_DIR --train 40 --heldout 20 --seed 0`` writes one.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 from pathlib import Path
@@ -153,18 +152,3 @@ def _task(family, rng: random.Random, out: Path, tid: str, split: str) -> Task:
                 files={name: str(folder / name) for name in spec["files"]}, expected_tools=spec["tools"],
                 split=split, source=f"suite:{family.__name__}", reference_steps=spec["steps"],
                 captions=spec["captions"])
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sport_fast.tasks.suite", description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--train", type=int, default=28)
-    parser.add_argument("--heldout", type=int, default=14)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    suite = generate_suite(args.out_dir, args.train, args.heldout, args.seed)
-    print(f"wrote {len(suite['train'])} train and {len(suite['heldout'])} held-out tasks to {args.out_dir}")
-
-
-if __name__ == "__main__":
-    main()

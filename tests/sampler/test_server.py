@@ -3,16 +3,16 @@ import json
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
+from fake_openai import FakeOpenAI
 
 from sport_fast.sampler.remote import OpenAIStepSampler
 from sport_fast.sampler.prefix_sampler import PrefixSampler
 from sport_fast.sampler.sampling import SamplingParams
 from sport_fast.sampler.server import SamplerService, start_server
-from test_importers import vl_tokenizer
+from tiny_models import vl_tokenizer
 from tiny_models import tiny_qwen2
 
 PROMPT = [5, 9, 13, 2, 7, 40, 41, 42, 3, 11, 17, 23]
@@ -122,53 +122,34 @@ def test_backend_keeps_per_candidate_params_and_token_ids(server):
     assert all(len(c.logprobs) == len(c.token_ids) for c in cands)
 
 
-class ScriptedServer:
-    """Loopback server that misbehaves on purpose: slow replies, or 5xx a given number of times."""
-
-    def __init__(self, delay_s=0.0, failures=0):
-        self.hits, state = 0, self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                state.hits += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                time.sleep(delay_s)
-                ok = state.hits > failures
-                body = json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "m", "choices": [
-                    {"index": 0, "text": "a", "finish_reason": "length", "token_ids": [1],
-                     "logprobs": {"token_logprobs": [-0.1], "tokens": ["a"]}}]} if ok else
-                    {"error": {"message": "boom", "type": "server_error"}}).encode()
-                self.send_response(200 if ok else 503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.handle_error = lambda *a: None  # a client that timed out closed the socket: expected
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+def scripted_server(delay_s=0.0, failures=0) -> FakeOpenAI:
+    """A loopback server that misbehaves on purpose: slow replies, or 5xx a given number of times."""
+    def respond(path, body, server):
+        time.sleep(delay_s)
+        if server.hits <= failures:
+            return 503, {"error": {"message": "boom", "type": "server_error"}}
+        return 200, {"id": "x", "object": "text_completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "text": "a", "finish_reason": "length", "token_ids": [1],
+             "logprobs": {"token_logprobs": [-0.1], "tokens": ["a"]}}]}
+    return FakeOpenAI(respond)
 
 
 def test_backend_times_out_within_its_limit():
-    slow = ScriptedServer(delay_s=5)
+    slow = scripted_server(delay_s=5)
     backend = OpenAIStepSampler(slow.url, "m", timeout_s=0.5, max_retries=1)
     t0 = time.perf_counter()
     with pytest.raises(openai.APITimeoutError):
         backend.sample([1, 2], [SamplingParams(max_new_tokens=1)])
     assert time.perf_counter() - t0 < 4.0, "timeout and retries took far longer than configured"
     assert slow.hits == 2
-    slow.server.shutdown()
+    slow.close()
 
 
 def test_backend_retries_5xx_a_bounded_number_of_times():
-    flaky = ScriptedServer(failures=2)
+    flaky = scripted_server(failures=2)
     assert OpenAIStepSampler(flaky.url, "m", timeout_s=5, max_retries=2).sample([1], [SamplingParams()])[0].token_ids == [1]
     assert flaky.hits == 3
-    broken = ScriptedServer(failures=10)
+    broken = scripted_server(failures=10)
     with pytest.raises(openai.InternalServerError):
         OpenAIStepSampler(broken.url, "m", timeout_s=5, max_retries=1).sample([1], [SamplingParams()])
     assert broken.hits == 2

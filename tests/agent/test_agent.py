@@ -131,7 +131,6 @@ def test_gta_and_gaia_directories_load_and_score(smollm2, sandbox, tools, tmp_pa
         load_gta(tmp_path / "gta")
 
 
-@pytest.mark.slow
 def test_real_model_through_the_prefix_sampler_keeps_tokens_verbatim(smollm2, tasks, sandbox, tools):
     model, tok = smollm2
     sampler = PrefixSampler(model, tok, seed=0)

@@ -2,30 +2,14 @@
 SIGKILL at several points, then re-running the same command, loses and duplicates nothing, leaves no
 torn checkpoint, and ends with exactly the data and weights of an uninterrupted run."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from train_runs import small_run, train
 
 from sport_fast.tasks.task import Task, save_tasks
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ["--config", str(ROOT / "sport_fast" / "configs" / "default.yaml")]
-
-
-def small_run(tmp: Path, out: str, *extra: str) -> list[str]:
-    """The default recipe cut down to the first two suite tasks, one step each. With these seeds the
-    untrained SmolLM2 writes two runnable candidates for task 1 (as in the default run), so pairs form."""
-    return [f"out_dir={tmp / out}", "tasks.per_round=2", "explore.max_steps=1", "eval.enabled=false",
-            "judge.backend=local", "judge.max_tokens=96", "judge.rule=all", "train.epochs=1", *extra]
-
-
-def train(args: list[str], kill_at: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPORT_KILL_AT": kill_at or ""}
-    return subprocess.run([sys.executable, "-m", "sport_fast.train", *DEFAULT, *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+pytestmark = [pytest.mark.slow]  # each run loads SmolLM2 (in its subprocess)
 
 
 def untimed(value):

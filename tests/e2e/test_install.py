@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import pytest
 
 NO_EXTENSION = """
 import sys, warnings

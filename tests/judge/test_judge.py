@@ -2,11 +2,10 @@
 SPORT's rejection rule, step groups from trajectories, the request cache; and the real ``openai`` client
 against the project's own server and against a scripted server that misbehaves."""
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeOpenAI, chat_reply
 
 from sport_fast.agent.agent import CandidateRecord, StepRecord, TrajectoryRecord
 from sport_fast.data.bleu import char_bleu
@@ -166,56 +165,25 @@ def test_the_cache_serves_a_resumed_run_and_never_caches_failures(tmp_path):
 
 
 # -- the real openai client against a scripted misbehaving server ----------------------------------
-class Scripted:
-    def __init__(self):
-        self.mode, self.hits, self.fail_first = "ok", 0, 0
-
-
-def scripted_server(script: Scripted):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            script.hits += 1
-            if script.hits <= script.fail_first:
-                return self._send(503, b'{"error": {"message": "overloaded"}}')
-            mode = script.mode
-            if mode == "slow":
-                time.sleep(2.5)
-            if mode == "garbage":
-                return self._send(200, b"<html>502 Bad Gateway</html>", "text/html")
-            content, finish, refusal = {
-                "ok": ('{"best": "%s", "reason": "fine"}', "stop", None),
-                "slow": ('{"best": "%s", "reason": "fine"}', "stop", None),
-                "truncated": ('{"best": "%s", "rea', "length", None),
-                "prose": ("I think the second one is best.", "stop", None),
-                "refusal": (None, "stop", "I can't assist with that."),
-                "empty_choices": (None, None, None)}[mode]
-            choices = [] if mode == "empty_choices" else [{
-                "index": 0, "finish_reason": finish,
-                "message": {"role": "assistant", "refusal": refusal,
-                            "content": content and content.replace("%s", self.server.first_tag)}}]
-            self._send(200, json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                                        "choices": choices}).encode())
-
-        def _send(self, status, data, ctype="application/json"):
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                self.wfile.write(data)
-            except BrokenPipeError:  # the client timed out and left, as it should
-                pass
-
-        def log_message(self, *a):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def scripted_respond(mode: str, fail_first: int):
+    """How a misbehaving chat endpoint answers: 503 for the first ``fail_first`` requests, then ``mode``."""
+    def respond(path, body, server):
+        if server.hits <= fail_first:
+            return 503, {"error": {"message": "overloaded"}}
+        if mode == "slow":
+            time.sleep(2.5)
+        if mode == "garbage":
+            return 200, b"<html>502 Bad Gateway</html>", "text/html"
+        if mode == "empty_choices":
+            return 200, {**chat_reply(None), "choices": []}
+        content, finish, refusal = {
+            "ok": ('{"best": "%s", "reason": "fine"}', "stop", None),
+            "slow": ('{"best": "%s", "reason": "fine"}', "stop", None),
+            "truncated": ('{"best": "%s", "rea', "length", None),
+            "prose": ("I think the second one is best.", "stop", None),
+            "refusal": (None, "stop", "I can't assist with that.")}[mode]
+        return 200, chat_reply(content and content.replace("%s", server.first_tag), finish, refusal)
+    return respond
 
 
 class FirstTag:
@@ -241,25 +209,22 @@ class FirstTag:
     ("refusal", 0, "refused: I can't assist with that."),
 ])
 def test_the_judge_abstains_on_every_failure_of_a_misbehaving_server(mode, fail_first, expect):
-    script = Scripted()
-    script.mode, script.fail_first = mode, fail_first
-    server = scripted_server(script)
+    server = FakeOpenAI(scripted_respond(mode, fail_first))
     try:
-        backend = OpenAIChatBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", timeout_s=1.0,
-                                    max_retries=2)
+        backend = OpenAIChatBackend(server.url, "m", timeout_s=1.0, max_retries=2)
         judge = StepJudge(FirstTag(backend, server))
         t0 = time.perf_counter()
         verdict = judge(TASK, 0, [cand("print(1)"), cand("print(2)")], [])
         elapsed = time.perf_counter() - t0
     finally:
-        server.shutdown()
+        server.close()
     if expect is None:
         assert verdict.chosen is not None and verdict.kind == "judge", verdict
     else:
         assert verdict.chosen is None and verdict.abstain_reason.startswith(expect), verdict.abstain_reason
         assert verdict.replies and "error" in verdict.replies[0]
     want_hits = 3 if mode == "slow" or fail_first else 1  # 1 try + max_retries=2 when it keeps failing
-    assert script.hits == want_hits, f"{mode}: {script.hits} requests"
+    assert server.hits == want_hits, f"{mode}: {server.hits} requests"
     assert elapsed < 12, f"{mode}: the judge took {elapsed:.1f}s; timeouts and retries must bound it"
 
 

@@ -6,11 +6,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from train_runs import ROOT
 
-BENCH = Path(__file__).parent.parent / "benchmarks"
+BENCH = ROOT / "benchmarks"
 
 
 def smoke(script: str) -> str:
@@ -21,7 +21,6 @@ def smoke(script: str) -> str:
     return out.stdout
 
 
-@pytest.mark.slow
 def test_w1_smoke_runs_every_peer_and_sport_fast_agrees_with_torch():
     text = smoke("w1_linear_logprobs.py")
     row = next(line for line in text.splitlines() if line.startswith("sport_fast "))
@@ -31,7 +30,6 @@ def test_w1_smoke_runs_every_peer_and_sport_fast_agrees_with_torch():
         assert not re.search(r"Error|unavailable", line), line
 
 
-@pytest.mark.slow
 def test_w2_smoke_runs_all_four_peers_and_their_step0_losses_agree():
     text = smoke("w2_step_dpo.py")
     for variant in ("independent", "trajectory"):

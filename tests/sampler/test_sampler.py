@@ -90,7 +90,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
 
 
 def test_stop_token_and_stop_string_end_the_step_at_the_right_token():
-    from test_importers import vl_tokenizer
+    from tiny_models import vl_tokenizer
     model, tok = tiny_qwen2(6), vl_tokenizer()
     greedy = PrefixSampler(model, tok).sample(PrefixSampler(model).start(context(6)), [GREEDY])[0]
     stop_at = next(j for j, t in enumerate(greedy.token_ids) if greedy.token_ids.index(t) == j and j >= 3)
@@ -136,7 +136,6 @@ def test_bad_arguments_are_refused():
         sampler.commit(traj, 0)
 
 
-@pytest.mark.slow
 def test_smollm2_greedy_steps_equal_generate(smollm2):
     model, tok = smollm2
     ids = tok.apply_chat_template([{"role": "user", "content": "Write Python that prints 2+2."}],

@@ -7,7 +7,7 @@ import torch
 from sport_fast import StepStore, branch_logps
 from sport_fast.data.sharegpt import Qwen2VLImagePlaceholder, import_sharegpt_pairs
 from sport_fast.model.vision import ImageInputs
-from tiny_models import IMAGE_PAD, random_image, separate_forward_logps, tiny_image_processor, tiny_qwen2_vl
+from tiny_models import IMAGE_PAD, random_image, separate_forward_logps, tiny_image_processor, tiny_qwen2_vl, vl_tokenizer
 
 CONV = [{"from": "human", "value": "Count the red squares."},
         {"from": "gpt", "value": "Thought: look.\n```py\nprint(size())\n```<end_action>"},
@@ -25,7 +25,6 @@ def write(tmp_path, records, jsonl=False):
     return path
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("jsonl", [False, True])
 def test_consecutive_pairs_with_one_context_become_one_group(tmp_path, smollm2, jsonl):
     _, tok = smollm2
@@ -58,24 +57,6 @@ def test_empty_file_is_refused(tmp_path):
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(ValueError, match="empty"):
         import_sharegpt_pairs(tmp_path / "empty.json", vl_tokenizer())
-
-
-def vl_tokenizer():
-    """Word-level tokenizer whose special tokens sit at the tiny Qwen2-VL model's ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    specials = ["<|im_start|>", "<|im_end|>", "[PAD]", "[UNK]", "<|video_pad|>",
-                "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
-    vocab = {f"w{i}": i for i in range(101 - len(specials))}
-    vocab.update({s: 101 - len(specials) + i for i, s in enumerate(specials)})
-    assert vocab["<|image_pad|>"] == IMAGE_PAD
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]",
-                                  additional_special_tokens=specials)
-    tok.chat_template = ("{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
-                         "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
-    return tok
 
 
 def test_images_are_stored_once_and_imported_groups_score_like_separate_forwards(tmp_path):

@@ -113,7 +113,6 @@ def test_flex_requested_without_flex_model_is_refused():
         branch_logps(tiny_qwen2(), random_groups(0), attn="flex")
 
 
-@pytest.mark.slow
 def test_smollm2_chat_steps_match_separate_forwards(smollm2):
     model, tok = smollm2
     messages = [{"role": "system", "content": "You solve tasks by writing Python that calls tools."},

@@ -1,11 +1,9 @@
 """Model-backed tools: what reaches the endpoint (the image itself and the question), through the sandbox's
 host-tool pipe; a user function with file arguments confined to the working directory."""
 import base64
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeOpenAI, chat_reply
 
 from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
 from sport_fast.sandbox.sandbox import Sandbox
@@ -15,28 +13,9 @@ from sport_fast.tools.model_backed import OpenAIVisionQA, OpenAIWebSearch, funct
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
 
 
-class ChatServer:
+def chat_server(answer: str) -> FakeOpenAI:
     """A loopback chat-completions endpoint that records each request and answers with a fixed text."""
-
-    def __init__(self, answer):
-        self.requests, state = [], self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                state.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                body = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "vlm", "choices": [
-                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    return FakeOpenAI(lambda path, body, server: (200, chat_reply(answer)))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +24,7 @@ def weak_ok():
 
 
 def test_visual_qa_sends_the_image_and_question_from_inside_the_sandbox(weak_ok):
-    server = ChatServer("three red squares")
+    server = chat_server("three red squares")
     tools = default_registry(vqa=OpenAIVisionQA(server.url, "vlm", timeout_s=5, max_retries=0))
     assert "- visual_qa(image: str, question: str) -> str: answer a question about an image" in tools.render()
     r = Sandbox(timeout_s=20, tools=tools, allow_weak_isolation=weak_ok).run(
@@ -53,13 +32,13 @@ def test_visual_qa_sends_the_image_and_question_from_inside_the_sandbox(weak_ok)
         "except Exception as e:\n    print(e)", files={"pic.png": PNG})
     assert r.stdout.splitlines() == ["three red squares", "visual_qa: FileNotFoundError: no file '../../etc/passwd' "
                                      "in the task's working directory"], r
-    content = server.requests[0]["messages"][0]["content"]
+    content = server.requests[0][1]["messages"][0]["content"]
     assert content[0]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
     assert content[1] == {"type": "text", "text": "What is shown?"} and len(server.requests) == 1
 
 
 def test_web_search_endpoint_and_user_function(weak_ok):
-    server = ChatServer("Paris is the capital of France.")
+    server = chat_server("Paris is the capital of France.")
     search = OpenAIWebSearch(server.url, "searcher", timeout_s=5, max_retries=0)
     assert search("capital of France", workdir="/nonexistent") == [
         {"title": "capital of France", "text": "Paris is the capital of France."}]

@@ -2,12 +2,8 @@
 groups, and the reference / training passes read them back and score exactly what the sampler sampled."""
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
@@ -21,24 +17,11 @@ from sport_fast.sampler.prefix_sampler import PrefixSampler
 from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.data.store import StepStore
 from sport_fast.agent.vision_prompt import VisionPrompt
-from sport_fast.tasks.task import Task, save_tasks
 from sport_fast.tools import default_registry
 from sport_fast.dpo.trainer import train_round
 from sport_fast.model.vision import ImageInputs
-from test_importers import vl_tokenizer
-from tiny_models import IMAGE_PAD, random_image, tiny_image_processor, tiny_qwen2_vl
+from tiny_models import IMAGE_PAD, random_image, tiny_image_processor, tiny_qwen2_vl, vision_tasks, vl_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tasks(folder: Path) -> list[Task]:
-    tasks = []
-    for i in range(2):
-        random_image(70 + i).save(folder / f"pic{i}.png")
-        (folder / f"notes{i}.txt").write_text("w1 w2")
-        tasks.append(Task(id=f"t{i}", question="w3 w4 w5", answer="w6",
-                          files={"notes.txt": str(folder / f"notes{i}.txt"), "pic.png": str(folder / f"pic{i}.png")}))
-    return tasks
 
 
 def _always_first(task, step, candidates, history):
@@ -54,7 +37,7 @@ def test_the_policy_sees_the_images_and_training_scores_what_the_sampler_sampled
                   allow_weak_isolation=True), tools, AgentConfig(k=3, max_steps=2, max_new_tokens=6,
                                                                   first_temperature=1.0, other_temperature=1.0),
                   select=_always_first, selection_name="first", vision=vision, seed=2)
-    tasks = _tasks(tmp_path)
+    tasks = vision_tasks(tmp_path)
     store = StepStore(tmp_path / "store")
     explore(tasks, agent, store, tmp_path / "trajectories.jsonl", rule="all", bleu_threshold=0.3, round_=0, batch=2)
 
@@ -94,29 +77,3 @@ def test_the_policy_sees_the_images_and_training_scores_what_the_sampler_sampled
 def _text_model():
     from tiny_models import tiny_qwen2
     return tiny_qwen2(0)
-
-
-@pytest.mark.slow
-def test_train_command_runs_a_vision_language_model_from_a_folder(tmp_path):
-    """``python -m sport_fast.train model.path=<a Qwen2-VL folder>``: loaded as an image-text-to-text model with
-    its image processor, the task images shown to it, a round explored, stored and evaluated."""
-    folder = tmp_path / "vl"
-    tiny_qwen2_vl(4).save_pretrained(folder)
-    vl_tokenizer().save_pretrained(folder)
-    tiny_image_processor().save_pretrained(folder)
-    save_tasks(tmp_path / "train.jsonl", _tasks(tmp_path))
-    args = ["--config", str(ROOT / "sport_fast" / "configs" / "default.yaml"), f"out_dir={tmp_path / 'run'}", f"model.path={folder}",
-            "tasks.source=file", f"tasks.train_file={tmp_path / 'train.jsonl'}",
-            f"tasks.heldout_file={tmp_path / 'train.jsonl'}", "tasks.per_round=2", "explore.max_steps=1",
-            "explore.max_new_tokens=6", "eval.n_tasks=1", "eval.max_steps=1", "judge.backend=local",
-            "judge.max_tokens=8"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPORT_KILL_AT": ""}
-    run = subprocess.run([sys.executable, "-m", "sport_fast.train", *args], capture_output=True, text=True, env=env,
-                         timeout=600, cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    records = [json.loads(line)["trajectory"] for line in
-               (tmp_path / "run" / "round_0" / "trajectories.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all(len(r["images"]) == 1 and IMAGE_PAD in r["context_ids"] for r in records)
-    assert len(list((tmp_path / "run" / "round_0" / "store" / "images").iterdir())) == 2
-    phases = json.loads((tmp_path / "run" / "manifest.json").read_text())["phases"]
-    assert phases["0"]["explore"]["steps"] == 2 and "eval" in phases["initial"] and "eval" in phases["0"]
