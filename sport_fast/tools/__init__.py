@@ -1,9 +1,12 @@
-"""Tools the agent's code calls. ``registry.py`` describes them; one file per family implements them.
+"""Tools the agent's code calls. ``registry.py`` holds and renders them (``describe.py``: from each tool's
+signature and docstring); one file per family implements them; ``tool_sets.py`` names the sets.
 
-Offline tools (image inspection, OCR, calculator, file reader) run inside the sandbox next to the code;
-model-backed tools (visual question answering, web search) run in the parent, which has the network, and
-exist only when configured.
+Offline tools (image inspection and markup, OCR, calculator, solver, charts, file reader) run inside the
+sandbox next to the code; model-backed tools (visual question answering, captioning, detection,
+segmentation, web search, image generation) run in the parent, which has the network and the models, and
+exist only when configured (``backends.py``).
 """
 from sport_fast.tools.registry import Tool, ToolRegistry, default_registry
+from sport_fast.tools.tool_sets import tool_set
 
-__all__ = ["Tool", "ToolRegistry", "default_registry"]
+__all__ = ["Tool", "ToolRegistry", "default_registry", "tool_set"]

@@ -18,6 +18,11 @@ _MAX_EXPONENT = 10_000
 
 
 def calculator(expression: str) -> int | float:
+    """evaluate an arithmetic expression exactly (+ - * / // % ** parentheses, sqrt, round, min, max, abs)
+
+    Args:
+        expression: e.g. "(12.50 + 3.25) * 4"; ^ is a power, × and ÷ are * and /
+    """
     try:
         tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"), mode="eval")
     except SyntaxError as err:

@@ -9,6 +9,11 @@ MAX_CHARS = 20_000
 
 
 def read_file(path: str) -> str | list | dict:
+    """contents of a file: text as a string, CSV as a list of row dicts, JSON parsed, PDF as its text
+
+    Args:
+        path: the file
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from sport_fast.tools.regions import parse_box
+
 PALETTE = {
     "black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "red": (220, 30, 30),
     "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 220, 30), "orange": (245, 140, 20),
@@ -19,21 +21,38 @@ _RGB = np.array([PALETTE[n] for n in _NAMES], dtype=np.int32)
 
 
 def image_size(path: str) -> dict:
+    """width, height and colour mode of an image file
+
+    Args:
+        path: the image file
+    """
     with Image.open(path) as im:
         return {"width": im.width, "height": im.height, "mode": im.mode}
 
 
-def crop(path: str, box: list[int], out: str | None = None) -> str:
-    left, top, right, bottom = (int(v) for v in box)
+def crop(path: str, box: list | str, out: str | None = None) -> str:
+    """crop box=(x1, y1, x2, y2) out of an image, save it, return the new path
+
+    Args:
+        path: the image file
+        box: (x1, y1, x2, y2) in pixels, right and bottom excluded, as a list or a string like "(10, 20, 110, 90)";
+            or fractions 0-1 of the width and height; or a detection dict with a "box"
+        out: name of the file to write (default: derived from the box and the input's name)
+    """
     with Image.open(path) as im:
-        if not (0 <= left < right <= im.width and 0 <= top < bottom <= im.height):
-            raise ValueError(f"crop box {box} is not inside the {im.width}x{im.height} image")
+        left, top, right, bottom = parse_box(box, im.width, im.height)
         out = out or f"crop_{left}_{top}_{right}_{bottom}_{path.rsplit('/', 1)[-1]}"
         im.crop((left, top, right, bottom)).save(out)
     return out
 
 
-def color_stats(path: str, box: list[int] | None = None) -> dict:
+def color_stats(path: str, box: list | str | None = None) -> dict:
+    """mean colour and the main named colours of an image (or of a box in it)
+
+    Args:
+        path: the image file
+        box: only this region (x1, y1, x2, y2), like crop's box
+    """
     labels, rgb = _labelled(path, box)
     counts = np.bincount(labels.ravel(), minlength=len(_NAMES))
     order = np.argsort(-counts)
@@ -43,7 +62,17 @@ def color_stats(path: str, box: list[int] | None = None) -> dict:
 
 
 def count_objects(path: str, color: str | None = None, min_area: int = 20) -> dict:
-    """Regions of ``color`` (a palette name), or of every colour except the background (the commonest)."""
+    """connected regions of one named colour (or of any non-background colour): count, and per region its
+    colour, bounding box, area in pixels and centroid
+
+    Args:
+        path: the image file
+        color: a colour name (black, white, gray, red, green, blue, yellow, orange, purple, cyan, magenta, brown);
+            default: every colour but the background (the commonest)
+        min_area: smaller regions (in pixels) are ignored
+
+    Regions are 4-connected; bounding boxes are [left, top, right, bottom) like ``crop``'s.
+    """
     labels, _ = _labelled(path, None)
     if color is not None and color.lower() not in PALETTE:
         raise ValueError(f"unknown colour {color!r}; known: {', '.join(_NAMES)}")
@@ -60,7 +89,8 @@ def count_objects(path: str, color: str | None = None, min_area: int = 20) -> di
 def _labelled(path: str, box) -> tuple[np.ndarray, np.ndarray]:
     """(palette index per pixel (H, W), RGB pixels (H, W, 3))."""
     with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB").crop(tuple(box)) if box else im.convert("RGB"), dtype=np.int32)
+        im = im.convert("RGB")
+        rgb = np.asarray(im.crop(parse_box(box, im.width, im.height)) if box is not None else im, dtype=np.int32)
     dist = ((rgb[:, :, None, :] - _RGB[None, None]) ** 2).sum(-1)  # (H, W, P)
     return dist.argmin(-1), rgb
 

@@ -1,23 +1,41 @@
-"""The tool registry: name, typed signature and description of each tool, rendered into the system prompt.
+"""The tool registry: each tool's name, callable and what the agent is told about it, rendered into the
+system prompt.
 
 A tool either runs in the sandbox (``runs_in="sandbox"``: a module-level function the child imports by
 module and name, so no code object crosses the boundary) or in the parent (``runs_in="host"``: any
 callable, reached from the child over the JSON pipe; it gets the run's working directory to resolve
 file arguments). Every result must be JSON-serialisable; the child checks.
+
+What the agent reads comes from one place, ``describe.py``: the signature and docstring of the tool's
+``spec``, which is the function itself for a sandbox tool and, for a host tool, the interface it fills
+(``interfaces.py``), whatever backend answers it. ``tool_sets.py`` builds the named sets.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
+
+from sport_fast.tools.describe import ToolDoc, render_compact, render_sport, tool_doc
+
+STYLES = ("compact", "sport")
+
+
+def final_answer(answer):
+    """end the task with this answer
+
+    Args:
+        answer: the final answer to the problem
+    """
 
 
 @dataclass(frozen=True)
 class Tool:
     name: str
     fn: Callable
-    description: str
+    description: str | None = None   # replaces the docstring's summary (for ad-hoc tools)
     runs_in: str = "sandbox"
+    spec: Callable | None = None     # what the agent is told (signature, docstring); default: ``fn``
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -26,19 +44,32 @@ class Tool:
             raise ValueError(f"tool {self.name}: runs_in must be 'sandbox' or 'host', got {self.runs_in!r}")
         if self.runs_in == "sandbox" and (self.fn.__qualname__ != self.fn.__name__ or "<" in self.fn.__qualname__):
             raise ValueError(f"tool {self.name}: a sandbox tool must be a module-level function")
+        if self.runs_in == "sandbox" and self.spec is not None and self.spec is not self.fn:
+            raise ValueError(f"tool {self.name}: a sandbox tool is described by its own function")
+        self.doc  # noqa: B018 - parse the docstring now, so a bad one fails where the tool is defined
+
+    @cached_property
+    def doc(self) -> ToolDoc:
+        return tool_doc(self.spec or self.fn, self.description)
 
     @property
     def signature(self) -> str:
-        sig = inspect.signature(self.fn)
-        params = [p for p in sig.parameters.values() if p.name != "workdir"]
-        return str(sig.replace(parameters=params)).replace("'", "")
+        return self.doc.signature
 
-    def render(self) -> str:
-        return f"- {self.name}{self.signature}: {self.description}"
+    def render(self, style: str = "compact") -> str:
+        if style not in STYLES:
+            raise ValueError(f"tool list style must be one of {', '.join(STYLES)}, got {style!r}")
+        return render_sport(self.name, self.doc) if style == "sport" else render_compact(self.name, self.doc)
 
 
 class ToolRegistry:
-    def __init__(self, tools: list[Tool] | tuple[Tool, ...] = ()):
+    """Tools by name. ``benchmark_names``: a benchmark's tool name (GTA's ``OCR``, SPORT's ``visualizer``) ->
+    the tool of this registry that fulfils it, or None where this configuration lacks one (see ``tool_sets``)."""
+
+    def __init__(self, tools: list[Tool] | tuple[Tool, ...] = (), name: str = "custom",
+                 benchmark_names: dict[str, str | None] | None = None):
+        self.name = name
+        self.benchmark_names = dict(benchmark_names or {})
         self._tools: dict[str, Tool] = {}
         for tool in tools:
             self.add(tool)
@@ -55,10 +86,19 @@ class ToolRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._tools
 
-    def render(self) -> str:
-        """The tool list for the system prompt, ``final_answer`` last."""
-        lines = [t.render() for t in self._tools.values()]
-        return "\n".join(lines + ["- final_answer(answer): end the task with this answer"])
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    @property
+    def unavailable(self) -> list[str]:
+        """The benchmark tool names this configuration cannot serve (a task needing one is reported so)."""
+        return [name for name, ours in self.benchmark_names.items() if ours is None]
+
+    def render(self, style: str = "compact") -> str:
+        """The tool list for the system prompt, ``final_answer`` last: one line per tool (``compact``, for
+        small models), or SPORT's name / description / inputs / output type blocks (``sport``)."""
+        lines = [t.render(style) for t in self._tools.values()]
+        return "\n".join(lines + [Tool("final_answer", final_answer).render(style)])
 
     def sandbox_specs(self) -> list[dict]:
         return [{"name": t.name, "module": t.fn.__module__, "attr": t.fn.__name__}
@@ -75,25 +115,16 @@ class ToolRegistry:
 
 
 def default_registry(vqa: Callable | None = None, web_search: Callable | None = None) -> ToolRegistry:
-    """The offline tools, plus the model-backed ones that are configured (absent, not faked, otherwise).
-    ``vqa``/``web_search``: host callables, e.g. from ``tools.model_backed``."""
-    from sport_fast.tools import calculator, files, image, ocr
-    tools = [
-        Tool("image_size", image.image_size, "width, height and colour mode of an image file"),
-        Tool("crop", image.crop, "crop box=(left, top, right, bottom) out of an image, save it, return the new path"),
-        Tool("color_stats", image.color_stats, "mean colour and the main named colours of an image (or of a box)"),
-        Tool("count_objects", image.count_objects,
-             "connected regions of one named colour (or of any non-background colour): count, and per region "
-             "its colour, bounding box, area in pixels and centroid"),
-        Tool("ocr", ocr.ocr, "text printed in an image (or in a box of it), read by Tesseract"),
-        Tool("calculator", calculator.calculator, "evaluate an arithmetic expression exactly (+ - * / // % ** "
-             "parentheses, sqrt, round, min, max, abs)"),
-        Tool("read_file", files.read_file, "contents of a file: text as a string, CSV as a list of row dicts, "
-             "JSON parsed, PDF as its text"),
-    ]
+    """The original offline tools, plus the model-backed ones that are configured (absent, not faked,
+    otherwise). ``vqa``/``web_search``: host callables, e.g. from ``tools.model_backed``.
+    ``tool_sets.tool_set("offline")`` adds the drawing, chart, solver and math-OCR tools."""
+    from sport_fast.tools import calculator, files, image, interfaces, ocr
+    from sport_fast.tools.tool_sets import gta_names
+    tools = [Tool("image_size", image.image_size), Tool("crop", image.crop), Tool("color_stats", image.color_stats),
+             Tool("count_objects", image.count_objects), Tool("ocr", ocr.ocr),
+             Tool("calculator", calculator.calculator), Tool("read_file", files.read_file)]
     if vqa is not None:
-        tools.append(Tool("visual_qa", vqa, "answer a question about an image", runs_in="host"))
+        tools.append(Tool("visual_qa", vqa, runs_in="host", spec=interfaces.visual_qa))
     if web_search is not None:
-        tools.append(Tool("web_search", web_search, "search the web; a list of results with title and text",
-                          runs_in="host"))
-    return ToolRegistry(tools)
+        tools.append(Tool("web_search", web_search, runs_in="host", spec=interfaces.web_search))
+    return ToolRegistry(tools, name="default", benchmark_names=gta_names({t.name for t in tools}))
