@@ -12,7 +12,8 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tools import tool_set
 from sport_fast.tools.backends import backends_from_config
 from sport_fast.tools.hf_models import HFCaptioner, HFDetector, HFSegmenter

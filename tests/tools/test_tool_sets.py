@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sport_fast.sandbox import REQUIRED_LAYERS, Sandbox, available_layers
+from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.sandbox import Sandbox
 from sport_fast.tools import default_registry, tool_set
 from sport_fast.tools.backends import backends_from_config
 from sport_fast.tools.model_backed import OpenAIVisionQA, resolve_inside
