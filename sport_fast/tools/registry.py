@@ -112,19 +112,3 @@ class ToolRegistry:
         if tool is None or tool.runs_in != "host":
             raise KeyError(f"no host tool {name!r}")
         return tool.fn(*args, workdir=workdir, **kwargs)
-
-
-def default_registry(vqa: Callable | None = None, web_search: Callable | None = None) -> ToolRegistry:
-    """The original offline tools, plus the model-backed ones that are configured (absent, not faked,
-    otherwise). ``vqa``/``web_search``: host callables, e.g. from ``tools.model_backed``.
-    ``tool_sets.tool_set("offline")`` adds the drawing, chart, solver and math-OCR tools."""
-    from sport_fast.tools import calculator, files, image, interfaces, ocr
-    from sport_fast.tools.tool_sets import gta_names
-    tools = [Tool("image_size", image.image_size), Tool("crop", image.crop), Tool("color_stats", image.color_stats),
-             Tool("count_objects", image.count_objects), Tool("ocr", ocr.ocr),
-             Tool("calculator", calculator.calculator), Tool("read_file", files.read_file)]
-    if vqa is not None:
-        tools.append(Tool("visual_qa", vqa, runs_in="host", spec=interfaces.visual_qa))
-    if web_search is not None:
-        tools.append(Tool("web_search", web_search, runs_in="host", spec=interfaces.web_search))
-    return ToolRegistry(tools, name="default", benchmark_names=gta_names({t.name for t in tools}))

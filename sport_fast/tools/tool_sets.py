@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sport_fast.tools import drawing, interfaces, ocr, plot, solver, sport_names, vqa_tools
-from sport_fast.tools.registry import Tool, ToolRegistry, default_registry
+from sport_fast.tools.registry import Tool, ToolRegistry
 
 SETS = ("offline", "sport", "gta")
 BACKENDS = ("vqa", "captioner", "detector", "face_detector", "segmenter", "web_search", "image_generator",
@@ -72,6 +72,21 @@ def tool_set(name: str, **backends: Callable | None) -> ToolRegistry:
         tools = offline_tools() + host_tools(given)
         mapping = gta_names({t.name for t in tools})
     return ToolRegistry(tools, name=name, benchmark_names=mapping)
+
+
+def default_registry(vqa: Callable | None = None, web_search: Callable | None = None) -> ToolRegistry:
+    """The original offline tools, plus the model-backed ones that are configured (absent, not faked,
+    otherwise). ``vqa``/``web_search``: host callables, e.g. from ``tools.model_backed``.
+    ``tool_sets.tool_set("offline")`` adds the drawing, chart, solver and math-OCR tools."""
+    from sport_fast.tools import calculator, files, image
+    tools = [Tool("image_size", image.image_size), Tool("crop", image.crop), Tool("color_stats", image.color_stats),
+             Tool("count_objects", image.count_objects), Tool("ocr", ocr.ocr),
+             Tool("calculator", calculator.calculator), Tool("read_file", files.read_file)]
+    if vqa is not None:
+        tools.append(Tool("visual_qa", vqa, runs_in="host", spec=interfaces.visual_qa))
+    if web_search is not None:
+        tools.append(Tool("web_search", web_search, runs_in="host", spec=interfaces.web_search))
+    return ToolRegistry(tools, name="default", benchmark_names=gta_names({t.name for t in tools}))
 
 
 def gta_names(names: set[str]) -> dict[str, str | None]:
