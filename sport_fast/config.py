@@ -28,11 +28,11 @@ CONFIGS = Path(__file__).resolve().parent / "configs"   # the recipes, shipped w
 
 @dataclass
 class LoraSection:
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 32
+    enabled: bool = True             # LoRA adapters (false: full fine-tuning)
+    r: int = 16                      # adapter rank
+    alpha: int = 32                  # adapter scale numerator (scale = alpha / r)
     dropout: float = 0.0
-    target_modules: str = "all-linear"
+    target_modules: str = "all-linear"  # which linear layers get adapters (peft syntax)
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ModelSection:
     path: str = "smollm2"            # 'smollm2' (the embedded default) or a local Hugging Face folder
     dtype: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
     lora: LoraSection = field(default_factory=LoraSection)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute each decoder layer in the backward (training only)
 
 
 @dataclass
@@ -48,9 +48,9 @@ class TasksSection:
     source: str = "suite"            # suite | file | synth
     train_file: str = ""             # source=file: task JSON lines
     heldout_file: str = ""           # optional with source=file or synth; else the suite's held-out split
-    suite_seed: int = 0
+    suite_seed: int = 0              # source=suite: the suite generator's seed
     n_train: int = 28                # tasks generated for the suite (source=suite)
-    n_heldout: int = 14
+    n_heldout: int = 14              # held-out tasks generated for the suite
     per_round: int = 8               # training tasks explored per round
     synth_per_seed: int = 2          # source=synth: queries per seed file
     seeds: str = ""                  # source=synth: seed folder or JSON lines (empty: the suite's files)
@@ -60,8 +60,8 @@ class TasksSection:
 class ExploreSection(AgentConfig):
     """How the agent explores (``agent.AgentConfig``'s fields) and what runs it."""
     batch: int = 4                   # tasks explored in lockstep: their candidates decode as one batch
-    sandbox_timeout_s: float = 20.0
-    sandbox_memory_mb: int = 2048
+    sandbox_timeout_s: float = 20.0  # wall-clock limit of one candidate's run
+    sandbox_memory_mb: int = 2048    # address-space limit of one run
     sandbox_workers: int = 4         # candidates executed at a time
 
 
@@ -73,23 +73,23 @@ class JudgeSection(JudgeConfig):
     base_url: str = ""               # backend=openai
     model: str = ""                  # backend=openai
     timeout_s: float = 120.0         # serve, openai: per request
-    max_retries: int = 2
-    max_concurrency: int = 4
+    max_retries: int = 2             # serve, openai: retries of a failed request
+    max_concurrency: int = 4         # serve, openai: requests in flight at once
     structured: bool = True          # ask for JSON-schema output
     rule: str = "sport"              # rejected candidates: sport | all | worst
-    bleu_threshold: float = 0.3
+    bleu_threshold: float = 0.3      # rule=sport: a candidate ran but this dissimilar to the pick is rejected
 
 
 @dataclass
 class TrainSection:
-    beta: float = 0.1
+    beta: float = 0.1                # DPO temperature
     loss_type: str = "sigmoid"       # sigmoid | robust | ipo
-    lr: float = 5e-5
+    lr: float = 5e-5                 # AdamW, fresh each round
     weight_decay: float = 0.0
-    epochs: int = 2
-    grad_accum: int = 1
-    max_tokens_per_batch: int = 4096
-    max_grad_norm: float = 1.0
+    epochs: int = 2                  # passes over the round's step groups
+    grad_accum: int = 1              # micro batches per optimizer step
+    max_tokens_per_batch: int = 4096  # batch budget (tokens of the groups unpacked)
+    max_grad_norm: float = 1.0       # clipping; 0: none
     reference: str = "initial"       # initial | round_start
 
 
@@ -97,8 +97,8 @@ class TrainSection:
 class EvalSection(AgentConfig):
     """The held-out evaluation (before the first round and after each): the agent's fields, and which tasks."""
     enabled: bool = True
-    n_tasks: int = 7
-    batch: int = 4
+    n_tasks: int = 7                 # the first n held-out tasks
+    batch: int = 4                   # tasks evaluated in lockstep
 
 
 @dataclass
@@ -125,8 +125,8 @@ JUDGE_FIELDS_FOR = {"judge_model": ("serve",), "base_url": ("openai",), "model":
 @dataclass
 class Config:
     name: str = "default"
-    out_dir: str = "runs/default"
-    seed: int = 0
+    out_dir: str = "runs/default"    # the run directory (resumable)
+    seed: int = 0                    # with round, task, step and candidate: every sampling seed
     rounds: int = 1
     model: ModelSection = field(default_factory=ModelSection)
     tasks: TasksSection = field(default_factory=TasksSection)

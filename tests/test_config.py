@@ -76,3 +76,21 @@ def test_full_fine_tuning_with_an_initial_reference_uses_a_frozen_initial_model_
     assert not any(p.requires_grad for p in first.parameters())
     for overrides in (["rounds=3"], ["model.lora.enabled=false", "rounds=3", "train.reference=round_start"]):
         assert phases.reference_model(load_config(None, overrides), 2, policy, {}, load=Setup().load_base) is policy
+
+
+def test_every_config_key_is_documented():
+    """docs/configuration.md names every key of the config (it is generated from the dataclasses; a new key
+    that is not documented fails here)."""
+    import dataclasses
+    import typing
+
+    def keys(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from keys(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    missing = [k for k in keys(Config) if f"`{k}`" not in doc]
+    assert not missing, f"undocumented config keys: {missing}"

@@ -45,13 +45,13 @@ class AgentConfig:
     """How the agent acts; the one home of these fields (the config's ``explore`` and ``eval`` sections are
     this plus their own)."""
     k: int = 1                             # candidates per step
-    max_steps: int = 6
+    max_steps: int = 6                     # steps before a trajectory stops unfinished
     max_errors: int = 3                    # followed steps that failed before the trajectory stops
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256              # per candidate step
     first_temperature: float = 0.7         # candidate 0 (SPORT: 0.7)
     other_temperature: float = 1.2         # candidates 1.. (SPORT: 1.2)
-    top_p: float = 1.0
-    on_abstain: str = "follow_first_ran"   # or "stop"
+    top_p: float = 1.0                     # nucleus sampling (1: off)
+    on_abstain: str = "follow_first_ran"   # judge abstained: go on with the first that ran, or "stop"
 
     def __post_init__(self) -> None:
         if min(self.k, self.max_steps, self.max_errors, self.max_new_tokens) < 1:
@@ -136,8 +136,8 @@ class Agent:
 
     def _execute_all(self, episodes: list["_Episode"], candidates: list[list[CandidateRecord]]) -> None:
         """Every parsed candidate of every trajectory, each in a fresh sandbox, a few at a time."""
-        jobs = [(rec, e.task, e.chosen_code) for e, cands in zip(episodes, candidates) for rec in cands
-                if rec.parse_error is None]
+        jobs = [(rec, e.task, e.chosen_code, e.chosen_errors) for e, cands in zip(episodes, candidates)
+                for rec in cands if rec.parse_error is None]
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), self.workers))) as pool:
             list(pool.map(lambda job: self._execute(*job), jobs))
 
@@ -165,12 +165,16 @@ class Agent:
         self.policy.commit(e.handle, follow, rec.observation_ids)
         if best.parse_error is None:
             e.chosen_code.append(best.code)
+            e.chosen_errors.append(best.error)
 
-    def _execute(self, rec: CandidateRecord, task, chosen_code: list[str]) -> None:
+    def _execute(self, rec: CandidateRecord, task, chosen_code: list[str], chosen_errors: list) -> None:
         result = self.sandbox.run(rec.code, files=task.files, prelude=chosen_code)
         rec.observation, rec.error, rec.timed_out = result.observation(), result.error, result.timed_out
         rec.tool_calls, rec.wall_s = result.tool_calls, result.wall_s
         rec.has_final_answer, rec.final_answer = result.has_final_answer, result.final_answer
+        rec.replay_error = replay_mismatch(result.prelude_errors, chosen_errors)
+        if rec.replay_error is not None:
+            rec.observation = f"Error: {rec.replay_error}\n{rec.observation}"
 
     def _params(self, task, step: int) -> list[SamplingParams]:
         c = self.config
@@ -187,7 +191,20 @@ class _Episode:
     record: TrajectoryRecord
     handle: object
     chosen_code: list[str] = field(default_factory=list)
+    chosen_errors: list = field(default_factory=list)   # what each followed step raised (None: it ran)
     errors: int = 0
+
+
+def replay_mismatch(prelude_errors: list[dict], expected: list) -> str | None:
+    """Why the replay of the chosen steps left another state than the trajectory's (a step that raised
+    now and not then, or the other way round, or raised something else), or None."""
+    got = {e["step"]: e["error"] for e in prelude_errors}
+    for step, want in enumerate(expected):
+        if got.get(step) != want:
+            now = got.get(step) or "ran"
+            return (f"replaying earlier step {step + 1} went differently in this run ({now}; it had "
+                    f"{'raised ' + want.splitlines()[-1] if want else 'run'}), so this step ran on another state")
+    return None
 
 
 def _selection(value) -> tuple[int | None, dict | None]:

@@ -34,6 +34,7 @@ class CandidateRecord(ExecutionOutcome):
     parse_error: str | None = None
     repairs: list[str] = field(default_factory=list)
     observation: str = ""
+    replay_error: str | None = None    # the chosen steps replayed differently in this run than they ran
     tool_calls: list[dict] = field(default_factory=list)
     has_final_answer: bool = False
     final_answer: object = None
@@ -41,8 +42,8 @@ class CandidateRecord(ExecutionOutcome):
 
     @property
     def ran(self) -> bool:
-        """Parsed and executed without an error or a timeout."""
-        return self.parse_error is None and self.ok
+        """Parsed and executed without an error or a timeout, on the state the trajectory believes in."""
+        return self.parse_error is None and self.ok and self.replay_error is None
 
 
 @dataclass

@@ -39,10 +39,10 @@ class JudgeConfig:
     reach the judge model)."""
     two_orders: bool = False        # judge again in reverse order, keep agreements only
     judge_single: bool = False      # call the judge when only one candidate ran (else it is chosen by rule)
-    temperature: float = 0.0
-    max_tokens: int = 128
-    max_observation_chars: int = 600
-    max_code_chars: int = 1200
+    temperature: float = 0.0        # the judge model's sampling temperature
+    max_tokens: int = 128           # its reply budget
+    max_observation_chars: int = 600  # each result shown to it, clipped
+    max_code_chars: int = 1200      # each candidate's code shown to it, clipped
 
     def __post_init__(self) -> None:
         if self.max_tokens < 8 or self.temperature < 0:

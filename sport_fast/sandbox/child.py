@@ -1,7 +1,10 @@
-"""The sandbox's child process: ``python -I -m sport_fast.sandbox.child``, started by ``sandbox.Sandbox``.
+"""The sandbox's child process, started by ``sandbox.Sandbox`` (``python -I``, the package loaded from where the
+parent has it: ``sandbox.CHILD_BOOT``).
 
 1. read one JSON line of configuration from stdin (then stdin carries only replies to host-tool calls);
-2. while still root: new namespaces, private tmpfs; then drop to the run's own uid; chdir to the workdir;
+2. isolate (``isolation.py``): as root, new namespaces and private tmpfs, then drop to the run's own uid; as an
+   ordinary user, a user namespace with mount, network and PID namespaces, the code's process forked as
+   process 1 of the new PID namespace, capabilities dropped (``userns.py``); chdir to the workdir;
 3. import the sandbox tools and bind them, host-tool proxies and ``final_answer`` into one namespace;
 4. apply the resource limits, so they bind the untrusted code and not our imports;
 5. replay the chosen steps so far with their output discarded, then run the candidate's code;
@@ -17,7 +20,7 @@ import os
 import sys
 import traceback
 
-from sport_fast.sandbox import isolation
+from sport_fast.sandbox import isolation, own_root, userns
 
 STEP_FILE = "<step>"
 
@@ -52,7 +55,7 @@ def main() -> None:
     sys.stderr.reconfigure(line_buffering=True)
     channel = Channel(os.fdopen(config["msg_fd"], "w"), replies)
     try:
-        _isolate(config)
+        _isolate(config, channel)
         namespace, calls = _namespace(config, channel)
         limits = config["limits"]
         isolation.apply_limits(limits["memory_mb"], limits["cpu_s"], limits["processes"], limits["open_files"],
@@ -66,13 +69,22 @@ def main() -> None:
     channel.send({"type": "result", **result})
 
 
-def _isolate(config: dict) -> None:
-    layers = config["layers"]
-    isolation.enter_namespaces(config["workdir"], network=layers["network_namespace"],
-                               mounts=layers["private_tmp"], readable=isolation.interpreter_paths())
-    if layers["separate_uid"]:
-        isolation.drop_privileges(config["uid"])
-    os.chdir(config["workdir"])
+def _isolate(config: dict, channel: Channel) -> None:
+    """Returns in the process that runs the code, isolated as the config's ``mode`` says."""
+    layers, workdir = config["layers"], config["workdir"]
+    if config["mode"] == "userns":
+        userns.enter()
+        pid, namespace = userns.fork_pid_one(lambda: own_root.build(workdir, config["readable"]), own_root.enter)
+        if pid:  # this process only tells the parent who runs the code, and ends as that one ends
+            channel.send({"type": "pid_one", "pid": pid, "namespace": namespace})
+            userns.exit_like(os.waitpid(pid, 0)[1])
+        userns.drop_capabilities()
+    else:
+        isolation.enter_namespaces(workdir, network=layers["network_namespace"], mounts=layers["private_tmp"],
+                                   readable=config["readable"], hidden=config["hidden"])
+        if layers["separate_uid"]:
+            isolation.drop_privileges(config["uid"])
+    os.chdir(workdir)
 
 
 def _namespace(config: dict, channel: Channel) -> tuple[dict, list]:

@@ -1,16 +1,19 @@
 """The isolation layers of the sandbox, as operating-system calls. No torch, no numpy: the child imports this.
 
-Layers, strongest first (each is reported by the self-test in ``sandbox.py``):
-- ``separate_uid``: the child drops from root to a uid of its own, unique per run. Other uids' files,
+Two modes, chosen by what the machine allows (``layers.py`` probes them):
+- as root: ``separate_uid``: the child drops to a uid of its own, unique per run. Other uids' files,
   ``/proc/<pid>/environ`` and signals are then out of reach, RLIMIT_NPROC counts only this run's processes,
   and ``kill(-1)`` sent *as that uid* ends every process of the run, however it detached (setsid, double
   fork): that is how the whole tree dies at the deadline.
+- as an ordinary user (``userns.py``): a user namespace, with mount, network and PID namespaces inside it.
+  The run's code is process 1 of its PID namespace, so the whole tree dies when it ends or is killed; the
+  file system outside the working directory is read-only, and capabilities are dropped before the code runs.
+Both modes add:
 - ``network_namespace``: a new network namespace with no interface up; every connect fails.
-- ``private_tmp``: a new mount namespace in which the world-writable directories are fresh tmpfs, so a
-  write outside the working directory lands nowhere the host sees.
+- ``private_tmp``: a new mount namespace in which the world-writable directories are fresh tmpfs and the
+  homes are masked, so a write outside the working directory lands nowhere the host sees; what the run
+  needs from under them (the interpreter, the package, the tool modules) is bound back read-only.
 - ``rlimits``: address space, CPU seconds, processes, open files, file size, no core dumps.
-Without root only ``rlimits`` apply and the tree is killed by process group, which a setsid child
-escapes; ``sandbox.py`` refuses that unless the caller opts in.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import time
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-HIDDEN = ("/root",)           # the parent's home (tokens, caches, keys): masked by an empty tmpfs
+HIDDEN = ("/root", "/home")   # homes (tokens, caches, keys): masked by an empty tmpfs (and the parent's own)
 UID_BASE = 1_200_000          # far above any uid a distribution hands out
 _uid_counter = itertools.count()
 _uid_lock = threading.Lock()
@@ -53,45 +56,45 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def interpreter_paths() -> list[str]:
-    """What this interpreter reads after start-up: its prefixes and every directory on ``sys.path``."""
-    import sys
-    paths = {sys.base_prefix, sys.prefix, *(p for p in sys.path if p and os.path.isdir(p))}
-    return sorted(os.path.realpath(p) for p in paths)
-
-
-def enter_namespaces(workdir: str, network: bool, mounts: bool, readable: list[str] = ()) -> None:
-    """New network and/or mount namespace. With ``mounts``: the world-writable directories become private
-    tmpfs, ``workdir`` (which may live under one of them) is bound back at the same path, and ``HIDDEN``
-    directories are masked, except the ``readable`` paths under them (the interpreter's), bound back
-    read-only."""
+def enter_namespaces(workdir: str, network: bool, mounts: bool, readable: list[str] = (),
+                     hidden: list[str] = HIDDEN) -> None:
+    """As root: a new network and/or mount namespace; with ``mounts``, the layout of ``mount_layout``."""
     flags = (CLONE_NEWNET if network else 0) | (CLONE_NEWNS if mounts else 0)
     if not flags:
         return
+    _check(_libc().unshare(flags), "unshare")
+    if mounts:
+        mount_layout(workdir, readable, hidden)
+
+
+def mount_layout(workdir: str, readable: list[str], hidden: list[str]) -> None:
+    """In a new mount namespace (as root): the world-writable directories become private tmpfs and the
+    ``hidden`` ones empty tmpfs; ``workdir`` (which may live under one of them) is bound back writable at the
+    same path, and the ``readable`` paths under them read-only."""
     libc = _libc()
-    _check(libc.unshare(flags), "unshare")
-    if not mounts:
-        return
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    _mask(libc, WORLD_WRITABLE, [workdir], "size=64m,mode=1777", read_only=False)
-    _mask(libc, HIDDEN, [p for p in readable if any(_under(p, h) for h in HIDDEN)], "size=1m,mode=755",
-          read_only=True)
-
-
-def _mask(libc, tops, keep: list[str], options: str, read_only: bool) -> None:
-    """Mount a fresh tmpfs on each of ``tops``, then bind the ``keep`` paths under them back in place.
-    The fds are opened inside the new namespace, before the masking, so the binds can refer to them."""
-    fds = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in keep if os.path.isdir(path)}
+    scratch = _outermost([t for t in WORLD_WRITABLE if os.path.isdir(t)])
+    masked = _outermost([t for t in hidden if os.path.isdir(t) and not any(_under(t, w) for w in scratch)])
+    tops = scratch + masked
+    keep = _outermost([p for p in readable if any(_under(p, t) for t in tops) and os.path.isdir(p)])
+    fds = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in [workdir, *keep]}
     try:
         for top in tops:
-            if os.path.isdir(top):
-                _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, options.encode()), f"tmpfs {top}")
-        for path, fd in fds.items():
-            if any(_under(path, top) for top in tops):
-                _bind(libc, fd, path, read_only)
+            options = "size=64m,mode=1777" if top in scratch else "size=1m,mode=755"
+            _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, options.encode()), f"tmpfs {top}")
+        for path in keep:
+            _bind(libc, fds[path], path, read_only=True)
+        if any(_under(workdir, t) for t in tops):
+            _bind(libc, fds[workdir], workdir, read_only=False)
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """``paths`` without those that lie under another of them, in order."""
+    real = [os.path.realpath(p) for p in paths]
+    return [p for i, p in enumerate(real) if p not in real[:i] and not any(_under(p, q) and p != q for q in real)]
 
 
 def _bind(libc, fd: int, path: str, read_only: bool) -> None:

@@ -16,8 +16,10 @@ TRUNCATED = "\n...[output truncated: {n} more bytes]\n"
 class OutputPump:
     """Reads the child's stdout, stderr and messages until all close or the deadline passes."""
 
-    def __init__(self, proc: subprocess.Popen, msg_fd: int, max_bytes: int, host_call):
-        self.proc, self.max_bytes, self.host_call = proc, max_bytes, host_call
+    def __init__(self, proc: subprocess.Popen, msg_fd: int, max_bytes: int, host_call, on_pid_one=None):
+        """``host_call(request) -> reply`` answers host-tool calls; ``on_pid_one(message)`` hears, as soon as
+        it arrives, which process runs the code (an ordinary user's mode)."""
+        self.proc, self.max_bytes, self.host_call, self.on_pid_one = proc, max_bytes, host_call, on_pid_one
         self.out = {"stdout": bytearray(), "stderr": bytearray(), "msg": bytearray()}
         self.dropped = {"stdout": 0, "stderr": 0, "msg": 0}
         self.messages: list[dict] = []
@@ -69,6 +71,9 @@ class OutputPump:
             if message.get("type") == "tool_call":
                 self.proc.stdin.write((json.dumps(self.host_call(message)) + "\n").encode())
                 self.proc.stdin.flush()
+            elif message.get("type") == "pid_one":
+                if self.on_pid_one is not None:
+                    self.on_pid_one(message)
             else:
                 self.messages.append(message)
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,9 +29,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from sport_fast.sandbox import isolation
-from sport_fast.sandbox.layers import REQUIRED_LAYERS, available_layers
+from sport_fast.sandbox.layers import available_layers, child_command, missing_layers
 from sport_fast.sandbox.pump import OutputPump
 from sport_fast.sandbox.result import SandboxResult, read_result
+from sport_fast.sandbox.visible import hidden_paths, readable_paths
 
 
 @dataclass(frozen=True)
@@ -49,33 +52,38 @@ class Limits:
 class Sandbox:
     def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024, tools=None,
                  allow_weak_isolation: bool = False, **limits):
-        """``tools``: a ``ToolRegistry`` (None: no tools). Refuses to run without every isolation layer
-        unless ``allow_weak_isolation`` (or ``SPORT_SANDBOX_ALLOW_WEAK=1``) says so, with a warning."""
+        """``tools``: a ``ToolRegistry`` (None: no tools). Refuses to run without every isolation layer of
+        its mode (``layers.py``) unless ``allow_weak_isolation`` (or ``SPORT_SANDBOX_ALLOW_WEAK=1``) says so,
+        with a warning."""
         self.limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limits)
         self.tools = tools
         self.layers = available_layers()
-        missing = [name for name in REQUIRED_LAYERS if not self.layers[name]]
+        self.mode = self.layers.get("mode", "root")
+        missing = missing_layers(self.layers)
         weak_ok = allow_weak_isolation or os.environ.get("SPORT_SANDBOX_ALLOW_WEAK") == "1"
         if missing and not weak_ok:
-            raise RuntimeError(f"sandbox: isolation layers unavailable here: {', '.join(missing)} (needs root on "
-                               "Linux); pass allow_weak_isolation=True or set SPORT_SANDBOX_ALLOW_WEAK=1 to run "
-                               "untrusted code without them")
+            why = self.layers.get("problem") or "needs root, or unprivileged user namespaces, on Linux"
+            raise RuntimeError(f"sandbox: isolation layers unavailable here: {', '.join(missing)} ({why}); pass "
+                               "allow_weak_isolation=True or set SPORT_SANDBOX_ALLOW_WEAK=1 to run untrusted code "
+                               "without them")
         if missing:
             print(f"WARNING: sandbox runs WITHOUT {', '.join(missing)}: untrusted code is not fully contained",
                   file=sys.stderr)
+        self.readable, self.hidden = readable_paths(tools), hidden_paths()
 
     def run(self, code: str, files: Mapping[str, str | Path | bytes] | None = None,
             prelude: list[str] | tuple[str, ...] = ()) -> SandboxResult:
         """Run ``code`` after replaying ``prelude``, in a fresh working directory holding ``files``
         (name in the directory -> source path or bytes)."""
-        uid = isolation.allocate_uid() if self.layers["separate_uid"] else os.getuid()
-        workdir = _make_workdir(files or {}, uid if self.layers["separate_uid"] else None)
+        own_uid = self.mode == "root" and self.layers["separate_uid"]
+        uid = isolation.allocate_uid() if own_uid else os.getuid()
+        workdir = _make_workdir(files or {}, uid if own_uid else None)
         try:
             result = self._run_child(code, list(prelude), workdir, uid)
             result.files = sorted(str(p.relative_to(workdir)) for p in Path(workdir).rglob("*") if p.is_file())
             return result
         finally:
-            if self.layers["separate_uid"]:
+            if own_uid:
                 isolation.kill_uid_until_gone(uid)
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -83,26 +91,28 @@ class Sandbox:
     def _run_child(self, code: str, prelude: list[str], workdir: str, uid: int) -> SandboxResult:
         msg_r, msg_w = os.pipe()
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-I", "-m", "sport_fast.sandbox.child"], cwd=workdir,
-                                env=_scrubbed_env(workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(msg_w,), start_new_session=True)
+        proc = subprocess.Popen(child_command("sport_fast.sandbox.child"), cwd=workdir, env=_scrubbed_env(workdir),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(msg_w,), start_new_session=True)
         os.close(msg_w)
         proc.stdin.write((json.dumps(self._config(code, prelude, workdir, uid, msg_w)) + "\n").encode())
         proc.stdin.flush()
-        pump = OutputPump(proc, msg_r, self.limits.max_output_bytes, self._host_call(workdir))
+        pid_one = PidOne()
+        pump = OutputPump(proc, msg_r, self.limits.max_output_bytes, self._host_call(workdir), pid_one.seen)
         timed_out = not pump.run(t0 + self.limits.timeout_s)
         if timed_out:
-            self._kill(proc, uid)
+            self._kill(proc, uid, pid_one)
         returncode = proc.wait()
+        pid_one.kill()  # normally long gone with its namespace; never left behind
         return read_result(pump, returncode, timed_out, time.monotonic() - t0, self.limits.timeout_s)
 
     def _config(self, code: str, prelude: list[str], workdir: str, uid: int, msg_fd: int) -> dict:
         lim = self.limits
         processes = lim.processes
-        if not self.layers["separate_uid"]:  # RLIMIT_NPROC counts every process of our own uid
+        if self.mode not in ("root", "userns"):  # RLIMIT_NPROC counts every process of our own uid
             processes += len(isolation.uid_processes(os.getuid()))
         return {"workdir": workdir, "uid": uid, "msg_fd": msg_fd, "code": code, "prelude": prelude,
-                "layers": self.layers,
+                "layers": self.layers, "mode": self.mode, "readable": self.readable, "hidden": self.hidden,
                 "sandbox_tools": self.tools.sandbox_specs() if self.tools else [],
                 "host_tools": self.tools.host_names() if self.tools else [],
                 "limits": {"memory_mb": lim.memory_mb, "cpu_s": int(lim.timeout_s) + 2, "processes": processes,
@@ -119,19 +129,63 @@ class Sandbox:
                 return {"ok": False, "error": f"{type(err).__name__}: {err}"}
         return call
 
-    def _kill(self, proc: subprocess.Popen, uid: int) -> None:
+    def _kill(self, proc: subprocess.Popen, uid: int, pid_one: "PidOne") -> None:
+        """At the deadline. An ordinary user's mode: process 1 of the run's PID namespace first (the kernel
+        then kills the rest, and the child, waiting for it, reaps it and ends: no zombie is left). Then the
+        child's process group, and (root's mode) every process of the run's uid."""
+        pid_one.kill()
+        try:
+            proc.wait(timeout=1.0 if self.mode == "userns" else 0)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if self.layers["separate_uid"]:
+        if self.mode == "root" and self.layers["separate_uid"]:
             isolation.kill_uid_until_gone(uid)
 
 
+class PidOne:
+    """Process 1 of a run's PID namespace, held as a pidfd from the moment the child names it (checked to
+    be in the namespace the child named), so that killing it can never hit a process that reused its pid."""
+
+    def __init__(self):
+        self.fd: int | None = None
+
+    def seen(self, message: dict) -> None:
+        try:
+            fd = os.pidfd_open(int(message["pid"]))
+        except (OSError, KeyError, ValueError):
+            return  # already gone (and with it its namespace)
+        try:
+            same = os.readlink(f"/proc/{int(message['pid'])}/ns/pid") == message.get("namespace")
+        except OSError:
+            same = False
+        if same:
+            self.fd = fd
+        else:
+            os.close(fd)
+
+    def kill(self, wait_s: float = 2.0) -> None:
+        """SIGKILL process 1, and wait (up to ``wait_s``) until it has ended, which it does only once the
+        kernel has killed every other process of its namespace."""
+        if self.fd is None:
+            return
+        try:
+            signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            poller.poll(int(wait_s * 1000))
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
 def _make_workdir(files: Mapping[str, str | Path | bytes], owner: int | None) -> str:
-    base = Path(tempfile.gettempdir()) / "sport_fast_sandbox"
-    base.mkdir(mode=0o711, exist_ok=True)
-    workdir = tempfile.mkdtemp(dir=base)
+    workdir = tempfile.mkdtemp(dir=_base_dir())
     for name, source in files.items():
         target = _inside(workdir, name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +198,17 @@ def _make_workdir(files: Mapping[str, str | Path | bytes], owner: int | None) ->
             os.chown(p, owner, owner)
     os.chmod(workdir, 0o700)
     return workdir
+
+
+def _base_dir() -> Path:
+    """This user's folder of working directories in the temporary directory: one per uid, ours alone (a
+    folder of that name that another user made, or a link, is passed over for a fresh one)."""
+    base = Path(tempfile.gettempdir()) / f"sport_fast_sandbox-{os.getuid()}"
+    base.mkdir(mode=0o711, exist_ok=True)
+    st = os.lstat(base)
+    if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+        return Path(tempfile.mkdtemp(prefix="sport_fast_sandbox-"))
+    return base
 
 
 def _inside(workdir: str, name: str) -> Path:

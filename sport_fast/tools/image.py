@@ -11,6 +11,7 @@ from PIL import Image
 
 from sport_fast.tools.regions import parse_box
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # what counts as an image file
 PALETTE = {
     "black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "red": (220, 30, 30),
     "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 220, 30), "orange": (245, 140, 20),

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from sport_fast.tools import files
+from sport_fast.tools.image import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 FACE_QUERY = "human face"
 
 
