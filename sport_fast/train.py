@@ -53,13 +53,12 @@ def lead(cfg, parallel=None) -> int:
     from sport_fast.run import phases
     from sport_fast.run.metrics import round_row, summary_line
     from sport_fast.run.setup import build_run
-    from sport_fast.sandbox.layers import describe_layers
     t_start = time.perf_counter()
     config_yaml = dump_config(cfg)
     print(f"sport_fast.train: run {cfg.name} in {cfg.out_dir}\n{config_yaml}", flush=True)
     torch.manual_seed(cfg.seed)
     run = build_run(cfg, config_yaml, parallel)  # tasks, models, judge; only then the run directory
-    print(f"  {'resuming after the last completed phase' if run.dir.resumed else 'new run'}\n  {describe_layers()}"
+    print(f"  {'resuming after the last completed phase' if run.dir.resumed else 'new run'}\n  {run.sandbox_report}"
           f"\n  {run.backends.describe()}", flush=True)
     phases.resume_weights(run)
     phases.evaluate_heldout(run, "initial", run.dir.root)

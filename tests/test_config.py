@@ -35,6 +35,13 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
     (["beta"], "override 'beta' must look like section.key=value"),
     (["explore.k=0"], "must be >= 1"),
     (["model.dtype=float16"], "float16 trains only under DeepSpeed"),
+    (["train.loss_type=hinge"], "train.loss_type must be one of sigmoid, robust, ipo"),
+    (["backends.kernel=cuda"], "backends.kernel must be one of auto, triton, torch"),
+    (["explore.top_p=0"], "config section explore: .*top_p in \\(0, 1\\]"),
+    (["judge.backend=openai", "judge.base_url=http://x/v1", "judge.model=m", "judge.judge_model=other"],
+     "judge.judge_model does not apply to judge.backend=openai"),
+    (["judge.backend=serve", "judge.base_url=http://x/v1"], "judge.base_url does not apply to judge.backend=serve"),
+    (["judge.backend=local", "judge.timeout_s=5"], "judge.timeout_s does not apply to judge.backend=local"),
 ])
 def test_bad_keys_and_values_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -45,6 +45,20 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     return model.eval(), tokenizer
 
 
+def load_tokenizer(path: str):
+    """The tokenizer alone of ``path`` ('smollm2' or a local folder): what a client of a served model needs."""
+    from transformers import AutoTokenizer
+    if path == "smollm2":
+        gguf = smollm2_gguf_path()
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not Path(path).is_dir():
+        raise ModelLoadError(f"tokenizer folder {path} does not exist (give the served model's local folder)")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path} holds no tokenizer: {err}") from None
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """``auto``: bf16 on a GPU, float32 on the CPU."""
     if name not in DTYPES:

@@ -85,11 +85,30 @@ class RunDir:
         return final
 
     def load_checkpoint(self, round_: int) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-        path = self.checkpoint_dir(round_)
-        if not (path / "COMPLETE").exists():
-            raise FileNotFoundError(f"checkpoint {path} is missing or incomplete")
-        return load_file(str(path / "weights.safetensors"))
+        return read_checkpoint(self.checkpoint_dir(round_))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a complete checkpoint folder (``COMPLETE`` present); else FileNotFoundError."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not (path / "COMPLETE").exists():
+        raise FileNotFoundError(f"checkpoint {path} is missing or incomplete")
+    return load_file(str(path / "weights.safetensors"))
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint folder, the run directory holding it or None) for a checkpoint folder or a run directory
+    (its last complete round)."""
+    path = Path(path)
+    if (path / "COMPLETE").exists():
+        run = path.parent.parent if path.parent.name == "checkpoints" else None
+        return path, run if run is not None and (run / "config.yaml").exists() else None
+    done = sorted((p for p in (path / "checkpoints").glob("round_*") if (p / "COMPLETE").exists()),
+                  key=lambda p: int(p.name.split("_")[1]))
+    if not done:
+        raise FileNotFoundError(f"{path} is neither a complete checkpoint nor a run directory with one")
+    return done[-1], path
 
 
 def _check_backends(root: Path, recorded: dict | None, now: dict | None) -> None:

@@ -32,6 +32,7 @@ class RunParts:
     metrics: object
     parallel: object = None    # dpo.distributed.DataParallel, or None in one process
     frozen: dict = field(default_factory=dict)   # a frozen initial model, once loaded (full fine-tuning)
+    sandbox_report: str = ""   # the sandbox's self-test: its layers, and the tools imported in the isolated child
 
 
 def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
@@ -47,6 +48,7 @@ def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
     from sport_fast.run.task_sets import load_task_sets
     from sport_fast.sampler.prefix_sampler import PrefixSampler
     root = Path(cfg.out_dir)
+    tools, sandbox, report = _tools_and_sandbox(cfg)  # a broken sandbox is one line, before anything loads
     tasks = load_task_sets(cfg, root)
     model, tok = load_policy(cfg.model)
     processor = load_image_processor(cfg.model.path, model)
@@ -54,19 +56,24 @@ def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
     judge_backend, stop_judge = start_judge(cfg.judge, root, policy=(model, tok), dtype=cfg.model.dtype)
     run_dir = RunDir(root, config_yaml, chosen.to_json())
     tasks.place(root)
-    tools, sandbox = _tools_and_sandbox(cfg)
     return RunParts(cfg, run_dir, chosen, model, tok, processor, VisionPrompt.for_model(model, tok, processor),
                     tasks, judge_backend, stop_judge, tools, sandbox,
                     PrefixSampler(model, tok, seed=cfg.seed, decode=chosen.decode), ChatFormat(tok),
-                    RunMetrics(run_dir.root), parallel)
+                    RunMetrics(run_dir.root), parallel, sandbox_report=report)
 
 
 def _tools_and_sandbox(cfg):
+    """(tools, sandbox, its self-test line); a sandbox that cannot run the tools is a ``SetupError``."""
+    from sport_fast.sandbox.layers import self_test
     from sport_fast.sandbox.sandbox import Sandbox
     from sport_fast.tools import default_registry
     tools = default_registry()
-    return tools, Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb,
+    try:
+        sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb,
                           tools=tools)
+        return tools, sandbox, self_test(sandbox)
+    except RuntimeError as err:
+        raise SetupError(str(err)) from None
 
 
 # -- judge -------------------------------------------------------------------------------------------

@@ -90,4 +90,15 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, extra, message):
     errors = [l for l in result.stderr.splitlines() if l.startswith("sport_fast.train:")]
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "config.yaml").exists(), "a failed start wrote into the run directory"
+    assert not (tmp_path / "run").exists(), "a failed start wrote into the run directory"
+
+
+def test_resuming_with_a_changed_config_is_one_line_and_exit_2(tmp_path):
+    """The run directory holds a run of another config: refused before anything is loaded or written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: another run\n")
+    result = train(small_run(tmp_path, "run"), timeout=300)
+    errors = [l for l in result.stderr.splitlines() if l.startswith("sport_fast.train:")]
+    assert result.returncode == 2 and len(errors) == 1 and "different config" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
