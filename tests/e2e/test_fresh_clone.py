@@ -80,6 +80,46 @@ def test_a_fresh_clone_runs_a_round_as_an_ordinary_user(clone):
         shutil.rmtree(home, ignore_errors=True)
 
 
+REFERENCE_PROGRAMS = """
+import json, sys
+from sport_fast.sandbox.sandbox import Sandbox
+from sport_fast.tasks.answer_rules import gaia_correct
+from sport_fast.tasks.suite import generate_suite
+from sport_fast.tools import default_registry
+tasks = generate_suite(sys.argv[1], n_train=7, n_heldout=0, seed=3)["train"]  # one task of each family
+sandbox, answers = Sandbox(timeout_s=30, tools=default_registry()), []
+for task in tasks:
+    r = sandbox.run(task.reference_steps[-1], files=task.files, prelude=task.reference_steps[:-1])
+    answers.append([gaia_correct(r.final_answer, task.answer), task.answer, r.final_answer, r.error,
+                    sorted({c["name"] for c in r.tool_calls})])
+print(json.dumps(answers))
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_the_suites_reference_programs_call_the_tools_in_the_sandbox(clone, who):
+    """Every family's reference program (image_size, crop, count_objects, ocr, calculator, read_file) runs
+    through the clone's sandbox to the right answer, as root and as an ordinary user."""
+    user = unprivileged_user()
+    if who == "user" and user is None:
+        pytest.skip("needs root to make an ordinary user")
+    folder = Path(f"/tmp/sport_fast_suite_{uuid.uuid4().hex[:8]}")
+    folder.mkdir()
+    if who == "user":
+        shutil.chown(folder, user, user)
+    prefix = ["runuser", "-u", user, "--"] if who == "user" else []
+    try:
+        done = subprocess.run([*prefix, str(clone / ".venv" / "bin" / "python"), "-c", REFERENCE_PROGRAMS,
+                               str(folder)], cwd=clone, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        answers = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert all(right and error is None for right, _, _, error, _ in answers), answers
+    called = set().union(*(set(tools) for *_, tools in answers))
+    assert {"image_size", "crop", "count_objects", "ocr", "calculator", "read_file"} <= called, called
+
+
 def test_a_wheel_install_runs_the_sandbox_with_its_tools_from_anywhere(clone):
     python = str(clone / ".venv" / "bin" / "python")
     install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "."],
