@@ -71,8 +71,6 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6", "nltk>=3.8", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
                 "triton>=3.2", "deepspeed>=0.16"],
-        "gpu": ["flash-attn>=2.6", "triton>=3.2"],
-        "vllm": ["vllm>=0.10"],
         "deepspeed": ["deepspeed>=0.16"],
     },
 )

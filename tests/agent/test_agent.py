@@ -193,3 +193,37 @@ def test_lockstep_batch_scores_every_candidate_like_an_uncached_forward_of_its_o
             if step.observation_ids:
                 context += step.candidates[step.followed].token_ids + step.observation_ids
         assert handle.context_ids == context
+
+
+def test_replay_mismatch_names_the_step_that_went_differently():
+    from sport_fast.agent.agent import replay_mismatch
+    assert replay_mismatch([], [None, None]) is None
+    assert replay_mismatch([{"step": 1, "error": "NameError: x"}], [None, "NameError: x"]) is None
+    assert "step 1" in replay_mismatch([{"step": 0, "error": "RuntimeError: again"}], [None])
+    assert "step 2" in replay_mismatch([], [None, "ValueError: then"])
+    assert "step 1" in replay_mismatch([{"step": 0, "error": "TypeError: other"}], ["ValueError: then"])
+
+
+def test_a_candidate_whose_replayed_steps_went_differently_counts_as_failed(smollm2, tasks):
+    """Step 1 calls a host tool that answers differently the second time: its replay before step 2's
+    candidates raises where the original run did not, so they ran on another state than the trajectory's."""
+    from sport_fast.tools import ToolRegistry
+    from sport_fast.tools.registry import Tool
+    calls = []
+
+    def counter(workdir):
+        calls.append(workdir)
+        return len(calls)
+    tools = ToolRegistry([Tool("counter", counter, "how often it was called", runs_in="host")])
+    sandbox = Sandbox(timeout_s=30, tools=tools,
+                      allow_weak_isolation=not all(available_layers()[k] for k in REQUIRED_LAYERS))
+    task = tasks[0]
+    plans = {task.question: [[step_text("if counter() > 1:\n    raise RuntimeError('not the first run')\nx = 1")],
+                             [step_text("print(x)")]]}
+    agent = Agent(ScriptedPolicy(smollm2[1], plans), ChatFormat(smollm2[1]), sandbox, tools,
+                  AgentConfig(k=1, max_steps=2))
+    traj = agent.run(task)
+    first, second = traj.steps[0].candidates[0], traj.steps[1].candidates[0]
+    assert first.ran and first.replay_error is None
+    assert not second.ran and "replaying earlier step 1 went differently" in second.replay_error, second
+    assert second.observation.startswith("Error: replaying earlier step 1"), second.observation
