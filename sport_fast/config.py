@@ -94,6 +94,18 @@ class TrainSection:
 
 
 @dataclass
+class SftSection:
+    """The warm start: supervised fine-tuning on verified demonstrations before the first round."""
+    enabled: bool = False
+    source: str = "suite"            # suite: the training tasks' reference programs | file: trajectories
+    file: str = ""                   # source=file: multi-turn sharegpt trajectories (MAT/T3-Agent style)
+    families: str = ""               # source=suite: comma-separated families of the training tasks (empty: all)
+    n_tasks: int = 0                 # source=suite: the first n of those tasks (0: all)
+    epochs: int = 3
+    lr: float = 1e-4
+
+
+@dataclass
 class EvalSection(AgentConfig):
     """The held-out evaluation (before the first round and after each): the agent's fields, and which tasks."""
     enabled: bool = True
@@ -133,6 +145,7 @@ class Config:
     explore: ExploreSection = field(default_factory=ExploreSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
     train: TrainSection = field(default_factory=TrainSection)
+    sft: SftSection = field(default_factory=SftSection)
     eval: EvalSection = field(default_factory=EvalSection)
     backends: BackendsSection = field(default_factory=BackendsSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
@@ -155,6 +168,12 @@ class Config:
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
             raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
         _check_judge_fields(self.judge)
+        _check_choice("sft.source", self.sft.source, ("suite", "file"))
+        if self.sft.enabled and self.sft.source == "file" and not self.sft.file:
+            raise ConfigError("sft.source=file needs sft.file")
+        if self.sft.enabled and self.distributed.deepspeed:
+            raise ConfigError("the warm start (sft.enabled) runs in one process: run python -m sport_fast.sft first, "
+                              "then train from the folder it writes (model.path=...)")
         if min(self.rounds, self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum,
                self.eval.batch, self.explore.sandbox_workers) < 1:
             raise ConfigError("rounds, explore.k, explore.batch, explore.sandbox_workers, train.epochs, "

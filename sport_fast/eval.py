@@ -81,16 +81,22 @@ def _policy(args, cfg):
     from sport_fast.sampler.prefix_sampler import PrefixSampler
     model, tokenizer = load_policy(cfg.model)
     if args.checkpoint:
-        _load_checkpoint(model, args.checkpoint)
+        model = _load_checkpoint(model, args.checkpoint, cfg)
     return PrefixSampler(model, tokenizer, seed=cfg.seed, decode=cfg.backends.decode), tokenizer
 
 
-def _load_checkpoint(model, path) -> None:
+def _load_checkpoint(model, path, cfg):
+    """The policy with a checkpoint's weights; a run's warm start (if it had one) applied first."""
     from sport_fast.model.weights import load_trainable_state
     from sport_fast.run.run_dir import find_checkpoint, read_checkpoint
-    folder, _ = find_checkpoint(path)
-    load_trainable_state(model, read_checkpoint(folder))
+    from sport_fast.run.warm_start import restore
+    folder, run = find_checkpoint(path)
+    if run is not None:
+        model = restore(model, cfg, run)
+    if folder.name != "sft" or run is None or not cfg.sft.enabled:
+        load_trainable_state(model, read_checkpoint(folder))
     print(f"sport_fast.eval: weights from {folder}", flush=True)
+    return model
 
 
 def _agent_config(args, cfg):

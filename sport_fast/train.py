@@ -1,6 +1,7 @@
 """``python -m sport_fast.train [--config default] [section.key=value ...]``: SPORT's loop.
 
-Each round, as a flat sequence of phases (``run/phases.py``), each recorded in the run's manifest once done:
+First the warm start when ``sft.enabled`` (``run/warm_start.py``: SFT on verified demonstrations). Then each
+round, as a flat sequence of phases (``run/phases.py``), each recorded in the run's manifest once done:
 tasks -> explore (K candidate steps per step, sandboxed, judged; step groups into the round's store) ->
 reference (log-prob sums, once per group) -> train (step-DPO on tree-packed batches, an atomic checkpoint)
 -> sync (the sampler drops every cache built with the old weights) -> eval (held-out tasks, K=1; also once
@@ -53,6 +54,7 @@ def lead(cfg, parallel=None) -> int:
     from sport_fast.run import phases
     from sport_fast.run.metrics import round_row, summary_line
     from sport_fast.run.setup import build_run
+    from sport_fast.run.warm_start import warm_start
     t_start = time.perf_counter()
     config_yaml = dump_config(cfg)
     print(f"sport_fast.train: run {cfg.name} in {cfg.out_dir}\n{config_yaml}", flush=True)
@@ -60,6 +62,7 @@ def lead(cfg, parallel=None) -> int:
     run = build_run(cfg, config_yaml, parallel)  # tasks, models, judge; only then the run directory
     print(f"  {'resuming after the last completed phase' if run.dir.resumed else 'new run'}\n  {run.sandbox_report}"
           f"\n  {run.backends.describe()}", flush=True)
+    warm_start(run)  # the SFT phase (sft.enabled): the rounds start from a policy that can already act
     phases.resume_weights(run)
     phases.evaluate_heldout(run, "initial", run.dir.root)
     before = (run.dir.done("initial", "eval") or {}).get("AnsAcc")

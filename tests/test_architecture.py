@@ -16,8 +16,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sport_fast"
 # bottom to top; the entry points and the config sit above every stage
-CHAIN = ("tools", "tasks", "model", "sampler", "sandbox", "agent", "llm", "judge", "data", "tree", "kernels", "dpo",
-         "run")
+CHAIN = ("tools", "tasks", "model", "sampler", "sandbox", "agent", "llm", "judge", "data", "tree", "kernels",
+         "warmstart", "dpo", "run")
 TOP = "<top>"
 LEAVES = {"sport_fast.backends", "sport_fast.run.durable", "sport_fast.data.bleu", "sport_fast._C"}
 MAX_LINES, MAX_FUNCTION_LINES = 300, 40

@@ -51,6 +51,11 @@ def parse_step(text: str) -> ParsedStep:
     return ParsedStep(thought=_thought(head, repairs), code=code, repairs=repairs)
 
 
+def render_step(thought: str, code: str) -> str:
+    """The canonical text of a step (what ``parse_step`` reads back exactly, with no repair)."""
+    return f"Thought: {thought}\n```py\n{code}\n```{END_ACTION}"
+
+
 def _closed_blocks(body: str) -> int:
     return body.count("```") // 2
 

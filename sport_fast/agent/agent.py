@@ -25,19 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sport_fast.agent.actions import END_ACTION, MalformedStep, parse_step
+from sport_fast.agent.prompt import system_prompt, user_turn
 from sport_fast.agent.records import CandidateRecord, Selector, StepRecord, TrajectoryRecord
 from sport_fast.sampler.sampling import Candidate, SamplingParams
 
-SYSTEM_PROMPT = """You are an agent that solves tasks by writing Python code that calls tools.
-At each step write 'Thought:' with your reasoning, then one Python code block, then {end}, like this:
-Thought: I need the size of the image first.
-```py
-print(image_size('photo.png'))
-```{end}
-What your code prints is shown to you as the next observation. Variables persist between steps.
-When you know the answer, call final_answer(answer) in your code.
-Tools, already defined as Python functions:
-{tools}"""
+
 
 
 @dataclass
@@ -78,7 +70,7 @@ class Agent:
         self.config, self.seed, self.workers = config or AgentConfig(), seed, workers
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
-        self.system = SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
+        self.system = system_prompt(tools)
 
     def run(self, task) -> TrajectoryRecord:
         return self.run_many([task])[0]
@@ -119,8 +111,7 @@ class Agent:
 
     def _begin(self, task) -> "_Episode":
         shown = self.vision.images(task) if self.vision is not None else []
-        user = (self.vision.block(shown) if shown else "") + _user_turn(task)
-        context = self.chat.prompt_ids(self.system, user)
+        context = self.chat.prompt_ids(self.system, user_turn(task, self.vision, shown))
         record = TrajectoryRecord(task_id=task.id, context_ids=context, selection=self.selection_name,
                                   images=[str(im.path) for im in shown])
         if shown:
@@ -223,11 +214,6 @@ def _parsed(c: Candidate) -> CandidateRecord:
         rec.parse_error = str(err)
         rec.observation = f"Error: the step is malformed: {err}"
     return rec
-
-
-def _user_turn(task) -> str:
-    files = ", ".join(task.files) if task.files else "none"
-    return f"{task.question}\nFiles in your working directory: {files}"
 
 
 def _context_len(handle, initial: list[int]) -> int:

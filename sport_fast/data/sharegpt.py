@@ -60,8 +60,8 @@ def import_sharegpt_pairs(path: str | Path, tokenizer, store: StepStore | None =
         where = f"{path}: record {n}"
         messages, images = _messages(record, where, image_root, placeholder)
         context = _template(tokenizer, messages, where, generation_prompt=True)
-        chosen = _reply_tokens(tokenizer, messages, context, _text_of(record, "chosen", where), where)
-        rejected = _reply_tokens(tokenizer, messages, context, _text_of(record, "rejected", where), where)
+        chosen = reply_tokens(tokenizer, messages, context, _text_of(record, "chosen", where), where)
+        rejected = reply_tokens(tokenizer, messages, context, _text_of(record, "rejected", where), where)
         key = (tuple(context), tuple(chosen), tuple(_image_hashes(images)))
         if key == last_key and rejected not in groups[-1].candidate_ids:
             groups[-1] = _with_rejected(groups[-1], rejected)
@@ -134,6 +134,19 @@ def _text_of(record, field, where) -> str:
     return _content(reply, where)
 
 
+def template_context(tokenizer, messages, where) -> list[int]:
+    """The tokens before an assistant turn: ``messages`` under the chat template, the assistant turn opened."""
+    return _template(tokenizer, messages, where, generation_prompt=True)
+
+
+def conversation_messages(record, where) -> list[dict]:
+    """A multi-turn record's messages (system prompt first, if any); one with images is refused by name."""
+    if record.get("images") or record.get("image"):
+        raise ValueError(f"{where}: has images; trajectories with images are not supported for the warm start")
+    messages, _ = _messages(record, where, None, None)
+    return messages
+
+
 def _template(tokenizer, messages, where, generation_prompt) -> list[int]:
     ids = template_ids(tokenizer, messages, generation_prompt)
     if not ids:
@@ -141,7 +154,7 @@ def _template(tokenizer, messages, where, generation_prompt) -> list[int]:
     return [int(t) for t in ids]
 
 
-def _reply_tokens(tokenizer, messages, context, reply, where) -> list[int]:
+def reply_tokens(tokenizer, messages, context, reply, where) -> list[int]:
     full = _template(tokenizer, messages + [{"role": "assistant", "content": reply}], where, False)
     if full[:len(context)] != context:
         raise ValueError(f"{where}: the chat template does not extend the prompt with the reply; "

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from sport_fast.data.step_group import StepGroup
-from sport_fast.dpo.step_loss import segment_logps
+from sport_fast.kernels import segment_logps
 from sport_fast.model.introspect import lm_head_weight
 from sport_fast.model.vision import ImageInputs
 from sport_fast.tree.batch import TreeBatch, make_tree_batch

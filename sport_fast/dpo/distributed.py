@@ -112,8 +112,8 @@ class DataParallel:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
-    def stepper(self, model, cfg, images=None, backends=None) -> "DeepSpeedStepper":
-        return DeepSpeedStepper(model, cfg, self.ds_config, images, backends)
+    def stepper(self, model, cfg, images=None, backends=None, module=TreeDPOModule) -> "DeepSpeedStepper":
+        return DeepSpeedStepper(model, cfg, self.ds_config, images, backends, module)
 
     def merge(self, totals):
         """Every rank's training totals combined (losses and metrics of all real micro steps)."""
@@ -138,7 +138,7 @@ class DeepSpeedStepper:
     gathers the trained parameters back into the policy on every rank, one tensor at a time, and returns the
     policy to its device: the sampler and the checkpoint read it whole."""
 
-    def __init__(self, model, cfg, ds_config: dict, images=None, backends=None):
+    def __init__(self, model, cfg, ds_config: dict, images=None, backends=None, module=TreeDPOModule):
         import deepspeed
         config = {**ds_config, "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": cfg.grad_accum,
                   "gradient_clipping": cfg.max_grad_norm if cfg.max_grad_norm > 0 else 0.0,
@@ -147,7 +147,7 @@ class DeepSpeedStepper:
         config.pop("train_batch_size", None)
         self.zero3 = zero_stage(config) == 3
         self.home = next(model.parameters()).device
-        module = TreeDPOModule(copy.deepcopy(model.to("cpu")) if self.zero3 else model, cfg, images, backends)
+        module = module(copy.deepcopy(model.to("cpu")) if self.zero3 else model, cfg, images, backends)
         params = [p for p in module.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=module, model_parameters=params, config=config)
         if self.zero3:

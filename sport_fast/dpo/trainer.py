@@ -16,21 +16,26 @@ import warnings
 import torch
 
 from sport_fast.dpo.module import TreeDPOModule
+from sport_fast.warmstart.loss import TreeSFTModule
 from sport_fast.tree.batching import token_budget_batches
+
+OBJECTIVES = {"dpo": TreeDPOModule, "sft": TreeSFTModule}
 
 
 def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None, parallel=None,
-                images=None, backends=None) -> dict:
+                images=None, backends=None, objective: str = "dpo") -> dict:
     """``cfg``: a ``TrainSection``; ``parallel``: a ``distributed.DataParallel`` to train on several ranks
     (each takes every world-th batch of the shuffled order), None for one process; ``images``: an
-    ``ImageInputs`` when the groups show images; ``backends``: the run's resolved ``Backends``. Returns the
-    round's training summary (over all ranks)."""
-    paired = [g for g in groups if g.rejected]
+    ``ImageInputs`` when the groups show images; ``backends``: the run's resolved ``Backends``;
+    ``objective``: "dpo" (the groups' preference pairs) or "sft" (every group's candidates, the warm start).
+    Returns the round's training summary (over all ranks)."""
+    paired = [g for g in groups if g.rejected] if objective == "dpo" else list(groups)
     if not paired:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
     model.train()
-    stepper = parallel.stepper(model, cfg, images, backends) if parallel is not None else \
-        LocalStepper(model, cfg, images, backends)
+    module = OBJECTIVES[objective]
+    stepper = parallel.stepper(model, cfg, images, backends, module) if parallel is not None else \
+        LocalStepper(model, cfg, images, backends, module)
     rank, world = (parallel.rank, parallel.world) if parallel is not None else (0, 1)
     batches = list(token_budget_batches(paired, cfg.max_tokens_per_batch))
     rng, totals = random.Random(seed), _Totals()
@@ -70,8 +75,8 @@ class LocalStepper:
     precision does: gradients accumulate in float32, AdamW's state and update are float32, and the policy
     gets the result rounded after each step (an update below the policy's precision is kept, not lost)."""
 
-    def __init__(self, model, cfg, images=None, backends=None):
-        self.module = TreeDPOModule(model, cfg, images, backends)
+    def __init__(self, model, cfg, images=None, backends=None, module=TreeDPOModule):
+        self.module = module(model, cfg, images, backends)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.masters = [p if p.dtype in _FULL else p.detach().float().clone() for p in self.params]
         self.opt = torch.optim.AdamW(self.masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,7 +153,13 @@ class _Totals:
         n = max(1, len(self.losses))
         return {"train_steps": self.steps, "refused_steps": self.refused, "groups": groups, "pairs": pairs,
                 "loss_first": self.losses[0], "loss_last": self.losses[-1], "loss_mean": sum(self.losses) / n,
-                "reward_accuracy": sum(self.accs) / n, "reward_margin": sum(self.margins) / n,
+                "reward_accuracy": _mean_of(self.accs), "reward_margin": _mean_of(self.margins),
                 "grad_norm_mean": sum(self.grad_norms) / max(1, len(self.grad_norms)),
                 "train_tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
                 "train_s": round(self.seconds, 3)}
+
+
+def _mean_of(values: list) -> float | None:
+    """The mean of the defined values (the warm start's records define no accuracy or margin)."""
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None

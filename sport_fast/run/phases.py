@@ -76,7 +76,8 @@ def reference_round(run, r: int, store, groups: list, images) -> None:
     if run.dir.done(r, "reference"):
         return
     t0, b = time.perf_counter(), run.backends
-    n = compute_ref_logps(reference_model(run.cfg, r, run.model, run.frozen), groups, store=store, images=images,
+    n = compute_ref_logps(reference_model(run.cfg, r, run.model, run.frozen, load=lambda m: _initial(run, m)),
+                          groups, store=store, images=images,
                           max_tokens=run.cfg.train.max_tokens_per_batch,
                           adapters=run.cfg.train.reference == "round_start", attn=b.tree_attention,
                           kernel_impl=b.kernel, trie_impl=b.trie)
@@ -98,6 +99,14 @@ def reference_model(cfg, r: int, model, frozen: dict, load=None):
         print("  reference: a frozen copy of the initial model (full fine-tuning, train.reference=initial)",
               flush=True)
     return frozen["initial"]
+
+
+def _initial(run, section):
+    """The model the rounds started from: the base, with the warm start's weights if the run had one."""
+    from sport_fast.model.loader import load_base
+    from sport_fast.run.warm_start import restore
+    model, tok = load_base(section.path, section.dtype)
+    return restore(model, run.cfg, run.dir.root), tok
 
 
 def train_round_phase(run, r: int, rdir: Path, groups: list, images, seed: int) -> None:

@@ -63,10 +63,11 @@ class RunDir:
         return path
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def checkpoint_dir(self, round_: int) -> Path:
-        return self.root / "checkpoints" / f"round_{round_}"
+    def checkpoint_dir(self, round_: int | str) -> Path:
+        """``checkpoints/round_<r>``; the warm start's is ``checkpoints/sft``."""
+        return self.root / "checkpoints" / ("sft" if round_ == "sft" else f"round_{round_}")
 
-    def save_checkpoint(self, round_: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    def save_checkpoint(self, round_: int | str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
         from safetensors.torch import save_file
         final = self.checkpoint_dir(round_)
         tmp = final.with_name(final.name + ".tmp")
@@ -84,7 +85,7 @@ class RunDir:
         fsync_dir(final.parent)
         return final
 
-    def load_checkpoint(self, round_: int) -> dict[str, torch.Tensor]:
+    def load_checkpoint(self, round_: int | str) -> dict[str, torch.Tensor]:
         return read_checkpoint(self.checkpoint_dir(round_))
 
 
@@ -106,6 +107,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         return path, run if run is not None and (run / "config.yaml").exists() else None
     done = sorted((p for p in (path / "checkpoints").glob("round_*") if (p / "COMPLETE").exists()),
                   key=lambda p: int(p.name.split("_")[1]))
+    done = done or [p for p in [path / "checkpoints" / "sft"] if (p / "COMPLETE").exists()]
     if not done:
         raise FileNotFoundError(f"{path} is neither a complete checkpoint nor a run directory with one")
     return done[-1], path

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from tiny_models import tiny_qwen2, vl_tokenizer
@@ -91,7 +90,7 @@ def test_eval_loads_a_trained_run_from_its_checkpoint(suite, tmp_path):
 
     from sport_fast.eval import _load_checkpoint
     fresh, _ = load_policy(cfg.model)
-    _load_checkpoint(fresh, tmp_path / "run")
+    fresh = _load_checkpoint(fresh, tmp_path / "run", cfg)
     loaded = trainable_state(fresh)
     assert all(torch.equal(loaded[k], v) for k, v in state.items()), "the checkpoint's weights were not loaded"
 

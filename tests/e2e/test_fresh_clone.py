@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from train_runs import ROOT
-from unprivileged import INTERPRETER, USER, unprivileged_user
+from unprivileged import INTERPRETER, unprivileged_user
 
 pytestmark = [pytest.mark.slow]
 ROUND = ["--config", "default", "tasks.per_round=2", "explore.max_steps=1", "eval.enabled=false",

@@ -4,7 +4,8 @@ import torch
 
 from sport_fast import dpo_loss
 from sport_fast.backends import INTERPRETING
-from sport_fast.dpo.step_loss import segment_logps, step_dpo_loss
+from sport_fast.dpo.step_loss import step_dpo_loss
+from sport_fast.kernels import segment_logps
 from sport_fast.kernels import linear_logprobs, linear_logprobs_triton as tk
 
 if not torch.cuda.is_available() and not INTERPRETING:

@@ -9,7 +9,7 @@ buffer.
 import pytest
 import torch
 
-from sport_fast.dpo.step_loss import segment_logps
+from sport_fast.kernels import segment_logps
 from sport_fast.kernels import linear_logprobs, lm_head_tile
 from sport_fast.kernels import linear_logprobs_chunked as chunked
 from sport_fast.kernels import linear_logprobs_triton as tk
