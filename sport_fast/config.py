@@ -139,7 +139,7 @@ class Config:
     name: str = "default"
     out_dir: str = "runs/default"    # the run directory (resumable)
     seed: int = 0                    # with round, task, step and candidate: every sampling seed
-    rounds: int = 1
+    rounds: int = 1                  # 0: only the warm start (if any) and the held-out evaluation
     model: ModelSection = field(default_factory=ModelSection)
     tasks: TasksSection = field(default_factory=TasksSection)
     explore: ExploreSection = field(default_factory=ExploreSection)
@@ -174,10 +174,12 @@ class Config:
         if self.sft.enabled and self.distributed.deepspeed:
             raise ConfigError("the warm start (sft.enabled) runs in one process: run python -m sport_fast.sft first, "
                               "then train from the folder it writes (model.path=...)")
-        if min(self.rounds, self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum,
+        if min(self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum,
                self.eval.batch, self.explore.sandbox_workers) < 1:
-            raise ConfigError("rounds, explore.k, explore.batch, explore.sandbox_workers, train.epochs, "
+            raise ConfigError("explore.k, explore.batch, explore.sandbox_workers, train.epochs, "
                               "train.grad_accum and eval.batch must be >= 1")
+        if self.rounds < 0:
+            raise ConfigError("rounds must be >= 0 (0: the warm start and the evaluation before it only)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -52,7 +52,7 @@ def lead(cfg, parallel=None) -> int:
     import torch
 
     from sport_fast.run import phases
-    from sport_fast.run.metrics import round_row, summary_line
+    from sport_fast.run.metrics import initial_row, round_row, summary_line
     from sport_fast.run.setup import build_run
     from sport_fast.run.warm_start import warm_start
     t_start = time.perf_counter()
@@ -65,6 +65,9 @@ def lead(cfg, parallel=None) -> int:
     warm_start(run)  # the SFT phase (sft.enabled): the rounds start from a policy that can already act
     phases.resume_weights(run)
     phases.evaluate_heldout(run, "initial", run.dir.root)
+    if (first := initial_row(run.dir)) is not None:
+        run.metrics.log_round(first)
+        print(summary_line(first), flush=True)
     before = (run.dir.done("initial", "eval") or {}).get("AnsAcc")
     for r in range(cfg.rounds):
         t_round, rdir, seed = time.perf_counter(), run.dir.round_dir(r), phases.round_seed(cfg.seed, r)

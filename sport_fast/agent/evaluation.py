@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sport_fast.agent.intervals import bootstrap_ci, mean_or_none
 from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
 
 
@@ -37,15 +38,33 @@ def _correct(task, traj) -> bool:
 
 
 def summarise(outcomes: list[dict], k: int, selection: str) -> dict:
+    """The report: the three rates with 95% bootstrap intervals over tasks, and each task's outcome (so
+    that arms on the same tasks can be compared pairwise)."""
     scored = [o for o in outcomes if o["correct"] is not None]
     with_tools = [o for o in outcomes if o["tool_recall"] is not None]
-    steps = sum(o["steps"] for o in outcomes)
     return {"tasks": len(outcomes), "scored_tasks": len(scored), "unscored_tasks": len(outcomes) - len(scored),
-            "AnsAcc": _mean([o["correct"] for o in scored]), "ToolAcc": _mean([o["tool_recall"] for o in with_tools]),
-            "CodeExec": sum(o["steps_ran"] for o in outcomes) / steps if steps else None,
+            "AnsAcc": ans_acc(scored), "AnsAcc_ci95": bootstrap_ci(scored, ans_acc),
+            "ToolAcc": tool_acc(with_tools), "ToolAcc_ci95": bootstrap_ci(with_tools, tool_acc),
+            "CodeExec": code_exec(outcomes), "CodeExec_ci95": bootstrap_ci(outcomes, code_exec),
             "finished": sum(o["finished"] for o in outcomes), "k": k, "selection": selection,
             "best_of_k": k > 1,
-            "unavailable_expected_tools": sum(t.startswith("unavailable:") for o in outcomes for t in o["expected_tools"])}
+            "unavailable_expected_tools": sum(t.startswith("unavailable:") for o in outcomes for t in o["expected_tools"]),
+            "per_task": [{key: o[key] for key in ("task_id", "correct", "tool_recall", "steps", "steps_ran")}
+                         for o in outcomes]}
+
+
+def ans_acc(outcomes: list[dict]) -> float | None:
+    return mean_or_none([o["correct"] for o in outcomes])
+
+
+def tool_acc(outcomes: list[dict]) -> float | None:
+    return mean_or_none([o["tool_recall"] for o in outcomes])
+
+
+def code_exec(outcomes: list[dict]) -> float | None:
+    """Chosen steps whose code ran, over all chosen steps (of the tasks given)."""
+    steps = sum(o["steps"] for o in outcomes)
+    return sum(o["steps_ran"] for o in outcomes) / steps if steps else None
 
 
 def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, batch: int = 1) -> dict:
@@ -66,11 +85,6 @@ def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, bat
         (out / "tasks.jsonl").write_text("".join(json.dumps(r, default=repr) + "\n" for r in logs))
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def _mean(values) -> float | None:
-    values = [float(v) for v in values]
-    return sum(values) / len(values) if values else None
 
 
 def load_any(path: str, fmt: str):

@@ -1,8 +1,8 @@
-"""What a run shows: round metrics as JSON lines, TensorBoard scalars, a PNG plot, a one-line summary.
+"""What a run shows: a row of metrics per round (and one for the evaluation before the first round) as JSON
+lines, TensorBoard scalars, the plot (``plot.py``), a one-line summary.
 
 TensorBoard goes through ``tensorboardX`` (protobuf only, no TensorFlow); without it the run says so
-once and writes the other three. The plot is drawn with Pillow (already a dependency): one small panel
-per metric, one point per round, so it can be read at a glance in the run directory.
+once and writes the other three.
 """
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import math
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from sport_fast.run.durable import append_jsonl, read_jsonl
+from sport_fast.run.plot import plot_rounds
 
-PLOTTED = ("heldout_AnsAcc", "heldout_CodeExec", "pairs", "abstention_rate", "loss_mean", "reward_accuracy",
-           "explore_tokens_per_s", "train_tokens_per_s")
+HELDOUT = ("AnsAcc", "ToolAcc", "CodeExec")
 
 
 class RunMetrics:
@@ -32,9 +30,10 @@ class RunMetrics:
         if any(r.get("round") == row["round"] for r in self.rows()):
             return
         append_jsonl(self.path, row)
+        step = -1 if row["round"] == "initial" else row["round"]
         for key, value in row.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
-                self.tb.add_scalar(f"round/{key}", value, row["round"])
+                self.tb.add_scalar(f"round/{key}", value, step)
         self.tb.flush()
         plot_rounds(self.rows(), self.root / "rounds.png")
 
@@ -54,6 +53,21 @@ def cache_reuse(path: Path) -> float:
     return max(0.0, 1 - prefilled / total) if total else 0.0
 
 
+def heldout_fields(report: dict) -> dict:
+    """The held-out evaluation's rates and their 95% intervals, as a row's ``heldout_*`` fields."""
+    out = {}
+    for name in HELDOUT:
+        out[f"heldout_{name}"] = report.get(name)
+        out[f"heldout_{name}_ci95"] = report.get(f"{name}_ci95")
+    return out
+
+
+def initial_row(run_dir) -> dict | None:
+    """The evaluation before the first round (after the warm start, if any), as the plot's first point."""
+    report = run_dir.done("initial", "eval")
+    return None if report is None else {"round": "initial", **heldout_fields(report)}
+
+
 def round_row(run_dir, r, before, seconds) -> dict:
     """The round's one row of metrics (``metrics.jsonl``, TensorBoard, the plot), read off its manifest."""
     explore, train = run_dir.done(r, "explore") or {}, run_dir.done(r, "train") or {}
@@ -61,6 +75,7 @@ def round_row(run_dir, r, before, seconds) -> dict:
     steps = max(1, explore.get("judge_steps", 0))
     return {"round": r, "tasks": explore.get("tasks"), "steps": explore.get("steps"),
             "pairs": train.get("pairs", 0), "groups": explore.get("groups"),
+            "steps_with_a_pair": explore.get("groups", 0) / max(1, explore.get("steps") or 0),
             "abstentions": explore.get("abstentions"), "abstention_rate": explore.get("abstentions", 0) / steps,
             "disagreement_rate": explore.get("disagreements", 0) / steps, "judge_time_s": explore.get("judge_time_s"),
             "cache_reuse": explore.get("cache_reuse"),
@@ -68,55 +83,26 @@ def round_row(run_dir, r, before, seconds) -> dict:
             "explore_s": explore.get("explore_s"), "loss_mean": train.get("loss_mean"),
             "reward_accuracy": train.get("reward_accuracy"), "train_tokens_per_s": train.get("train_tokens_per_s"),
             "train_s": train.get("train_s"), "refused_steps": train.get("refused_steps"),
-            "heldout_AnsAcc": evaluation.get("AnsAcc"), "heldout_CodeExec": evaluation.get("CodeExec"),
-            "heldout_AnsAcc_before": before, "round_s": round(seconds, 1)}
+            **heldout_fields(evaluation), "heldout_AnsAcc_before": before, "round_s": round(seconds, 1)}
 
 
 def summary_line(row: dict) -> str:
     def f(key, fmt="{:.3g}"):
         v = row.get(key)
         return "-" if v is None else fmt.format(v) if isinstance(v, float) else str(v)
+    held = (f"held-out AnsAcc {f('heldout_AnsAcc')} {_interval(row.get('heldout_AnsAcc_ci95'))}, ToolAcc "
+            f"{f('heldout_ToolAcc')}, CodeExec {f('heldout_CodeExec')}")
+    if row["round"] == "initial":
+        return f"before the first round: {held}"
     return (f"round {row['round']}: tasks {f('tasks')}, steps {f('steps')}, pairs {f('pairs')}, abstentions "
             f"{f('abstentions')}, judge {f('judge_time_s')}s, cache reuse {f('cache_reuse')}, explore "
             f"{f('explore_tokens_per_s')} tok/s, train {f('train_tokens_per_s')} tok/s, loss {f('loss_mean')}, "
-            f"reward acc {f('reward_accuracy')}, held-out AnsAcc {f('heldout_AnsAcc')} "
-            f"(before {f('heldout_AnsAcc_before')}), {f('round_s')}s")
+            f"reward acc {f('reward_accuracy')}, {held} (AnsAcc before {f('heldout_AnsAcc_before')}), "
+            f"{f('round_s')}s")
 
 
-def plot_rounds(rows: list[dict], path: Path, panel=(260, 150)) -> None:
-    keys = [k for k in PLOTTED if any(isinstance(r.get(k), (int, float)) for r in rows)]
-    if not keys:
-        return
-    cols = 4
-    w, h = panel
-    img = Image.new("RGB", (cols * w, math.ceil(len(keys) / cols) * h), "white")
-    draw = ImageDraw.Draw(img)
-    for i, key in enumerate(keys):
-        _panel(draw, (i % cols) * w, (i // cols) * h, w, h, key,
-               [(r["round"], r[key]) for r in rows if isinstance(r.get(key), (int, float))])
-    tmp = path.with_name("." + path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def _panel(draw, x0, y0, w, h, title, points) -> None:
-    left, top, right, bottom = x0 + 40, y0 + 22, x0 + w - 12, y0 + h - 22
-    draw.rectangle([left, top, right, bottom], outline="black")
-    draw.text((x0 + 6, y0 + 4), title, fill="black")
-    ys = [float(v) for _, v in points]
-    lo, hi = min(ys), max(ys)
-    hi = hi if hi > lo else lo + 1.0
-    xs = [r for r, _ in points]
-    xmax = max(max(xs), 1)
-    coords = [(left + (r / xmax) * (right - left), bottom - (float(v) - lo) / (hi - lo) * (bottom - top))
-              for r, v in points]
-    if len(coords) > 1:
-        draw.line(coords, fill=(31, 119, 180), width=2)
-    for cx, cy in coords:
-        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=(31, 119, 180))
-    draw.text((x0 + 2, top - 2), f"{hi:.3g}", fill="gray")
-    draw.text((x0 + 2, bottom - 10), f"{lo:.3g}", fill="gray")
-    draw.text((right - 40, bottom + 4), f"round {xmax}", fill="gray")
+def _interval(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 class _NoTensorBoard:

@@ -1,0 +1,201 @@
+"""W5: does the loop teach? The paper's experiment in miniature (``../shared/BENCHMARKS.md``, W5).
+
+Arms, on the same held-out tasks of the offline suite (28, K=1), each run through ``python -m sport_fast.train``
+exactly as a user runs it (a run directory per arm and seed, resumable):
+  (a) untuned      the embedded SmolLM2-135M-Instruct as it ships            rounds=0
+  (b) warm start   SFT on the reference programs of part of the training families (``--sft-families``)
+  (c) + SPORT      (b) followed by R rounds (suite tasks, K candidates, sandbox, the judge; the judge never
+                   sees an answer or a reference program)                     the same run as (b)
+  (d) control      (b) with more SFT epochs instead of the rounds: as many extra optimizer steps as (c)'s
+                   rounds took, no preference signal                          rounds=0
+Per arm and round: AnsAcc, ToolAcc, CodeExec with 95% bootstrap intervals over tasks; pooled over seeds (per
+task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)-(d), (b)-(a); pairs per round,
+the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
+the curve to ``benchmarks/results/w5_learning.png``.
+
+    python benchmarks/learning.py --mode quick     # 1 seed, 1 round: a first look, under ~20 minutes here
+    python benchmarks/learning.py --mode full      # 2 seeds, 3 rounds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import RESULTS, append_rows, stamp  # noqa: E402
+
+from sport_fast.agent.intervals import bootstrap_ci, mean_or_none, paired_difference  # noqa: E402
+
+MODES = {"quick": {"seeds": [0], "rounds": 1}, "full": {"seeds": [0, 1], "rounds": 3}}
+COMMON = ["tasks.n_train=28", "tasks.n_heldout=28", "eval.n_tasks=28", "eval.batch=14", "eval.max_steps=3",
+          "eval.max_new_tokens=160", "explore.max_new_tokens=160", "explore.max_steps=3", "explore.k=4",
+          "explore.batch=7", "tasks.per_round=14", "judge.backend=local", "judge.max_tokens=64"]
+
+
+def train(out: Path, seed: int, *overrides: str) -> dict:
+    """Run (or resume) one arm; its manifest."""
+    cmd = [sys.executable, "-m", "sport_fast.train", "--config", "default", f"out_dir={out}", f"seed={seed}",
+           *COMMON, *overrides]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"arm {out.name} failed:\n{done.stderr[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["wall_s"] = round(time.perf_counter() - t0, 1)
+    return manifest
+
+
+def seed_arms(base: Path, seed: int, rounds: int, families: str, sft_epochs: int) -> dict:
+    """The four arms of one seed: their evaluation reports, and what the rounds did."""
+    sft = ["sft.enabled=true", f"sft.families={families}", f"sft.epochs={sft_epochs}"]
+    untuned = train(base / f"a_untuned_s{seed}", seed, "rounds=0")
+    sport = train(base / f"bc_sport_s{seed}", seed, f"rounds={rounds}", *sft)
+    extra = _matched_epochs(sport, rounds, sft_epochs)
+    control = train(base / f"d_control_s{seed}", seed, "rounds=0", "sft.enabled=true", f"sft.families={families}",
+                    f"sft.epochs={sft_epochs + extra}")
+    phases = sport["phases"]
+    return {"a": [phases_eval(untuned)], "b": [phases_eval(sport)],
+            "c": [phases[str(r)]["eval"] for r in range(rounds)], "d": [phases_eval(control)],
+            "rounds": [_round_record(phases[str(r)]) for r in range(rounds)], "extra_sft_epochs": extra,
+            "wall_s": {"a": untuned["wall_s"], "bc": sport["wall_s"], "d": control["wall_s"]}}
+
+
+def phases_eval(manifest: dict) -> dict:
+    return manifest["phases"]["initial"]["eval"]
+
+
+def _matched_epochs(sport: dict, rounds: int, sft_epochs: int) -> int:
+    """Extra SFT epochs for (d): as many optimizer steps as (c)'s rounds took (at least one epoch)."""
+    per_epoch = max(1.0, sport["phases"]["sft"]["train"]["train_steps"] / sft_epochs)
+    dpo_steps = sum(sport["phases"][str(r)]["train"].get("train_steps", 0) for r in range(rounds))
+    return max(1, round(dpo_steps / per_epoch))
+
+
+def _round_record(phase: dict) -> dict:
+    explore, trained = phase["explore"], phase["train"]
+    return {"steps": explore["steps"], "groups": explore["groups"], "pairs": trained.get("pairs", 0),
+            "steps_with_a_pair": explore["groups"] / max(1, explore["steps"]), "abstentions": explore["abstentions"],
+            "judge_steps": explore["judge_steps"], "train_steps": trained.get("train_steps", 0),
+            "loss_mean": trained.get("loss_mean"), "reward_accuracy": trained.get("reward_accuracy")}
+
+
+# -- pooling over seeds --------------------------------------------------------------------------------
+def per_task(reports: list[dict], key: str) -> list[float]:
+    """Per task (in task order), the mean over seeds of ``key`` (correct, tool_recall)."""
+    by_task: dict[str, list] = {}
+    for report in reports:
+        for outcome in report["per_task"]:
+            if outcome[key] is not None:
+                by_task.setdefault(outcome["task_id"], []).append(float(outcome[key]))
+    return [sum(v) / len(v) for _, v in sorted(by_task.items())]
+
+
+def pooled(reports: list[dict]) -> dict:
+    out = {}
+    for name, key in (("AnsAcc", "correct"), ("ToolAcc", "tool_recall")):
+        values = per_task(reports, key)
+        out[name], out[f"{name}_ci95"] = mean_or_none(values), bootstrap_ci(values, mean_or_none)
+    out["CodeExec"] = mean_or_none([r["CodeExec"] for r in reports])
+    return out
+
+
+def stages(results: dict, rounds: int) -> dict[str, list[dict]]:
+    """stage name -> the reports of every seed for it."""
+    seeds = list(results.values())
+    out = {"a untuned": [s["a"][0] for s in seeds], "b warm start": [s["b"][0] for s in seeds]}
+    for r in range(rounds):
+        out[f"c round {r}"] = [s["c"][r] for s in seeds]
+    out["d control"] = [s["d"][0] for s in seeds]
+    return out
+
+
+def differences(by_stage: dict, rounds: int) -> dict:
+    last = f"c round {rounds - 1}"
+    pairs = {"(c)-(b)": ("b warm start", last), "(c)-(d)": ("d control", last), "(b)-(a)": ("a untuned", "b warm start")}
+    return {name: paired_difference(per_task(by_stage[x], "correct"), per_task(by_stage[y], "correct"))
+            for name, (x, y) in pairs.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=MODES, default="quick")
+    p.add_argument("--seeds", type=int, nargs="*")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--sft-families", default="count_colour,tallest_bar,table_best,order_number")
+    p.add_argument("--sft-epochs", type=int, default=3)
+    p.add_argument("--out-dir", default=str(ROOT / "runs" / "learning"))
+    args = p.parse_args()
+    mode = MODES[args.mode]
+    seeds, rounds = args.seeds or mode["seeds"], args.rounds or mode["rounds"]
+    base, t0, meta = Path(args.out_dir) / args.mode, time.perf_counter(), stamp()
+    results = {seed: seed_arms(base, seed, rounds, args.sft_families, args.sft_epochs) for seed in seeds}
+    by_stage = stages(results, rounds)
+    summary = {name: pooled(reports) for name, reports in by_stage.items()}
+    diffs = differences(by_stage, rounds)
+    rows = _rows(meta, args, seeds, rounds, results, summary, diffs, time.perf_counter() - t0)
+    print(f"W5 rows -> {append_rows('w5', rows)}")
+    _print(summary, diffs, results)
+    plot(by_stage, summary, RESULTS / f"w5_learning_{args.mode}.png")
+
+
+def _rows(meta, args, seeds, rounds, results, summary, diffs, wall) -> list[dict]:
+    shape = {"workload": "W5", "mode": args.mode, "seeds": seeds, "rounds": rounds, "heldout_tasks": 28, "k_eval": 1,
+             "sft_families": args.sft_families, "sft_epochs": args.sft_epochs, "common": COMMON}
+    rows = [{**meta, **shape, "kind": "stage", "stage": name, **values} for name, values in summary.items()]
+    rows += [{**meta, **shape, "kind": "difference", "comparison": name, **d} for name, d in diffs.items()]
+    rows += [{**meta, **shape, "kind": "seed", "seed": seed, "rounds_record": r["rounds"],
+              "extra_sft_epochs": r["extra_sft_epochs"], "wall_s": r["wall_s"],
+              "AnsAcc": {k: [e["AnsAcc"] for e in r[k]] for k in "abcd"},
+              "AnsAcc_ci95": {k: [e["AnsAcc_ci95"] for e in r[k]] for k in "abcd"}} for seed, r in results.items()]
+    rows.append({**meta, **shape, "kind": "total", "wall_s": round(wall, 1)})
+    return rows
+
+
+def _print(summary, diffs, results) -> None:
+    print(f"{'stage':16} {'AnsAcc':>7} {'95% CI':>15} {'ToolAcc':>8} {'CodeExec':>9}")
+    for name, v in summary.items():
+        ci = v["AnsAcc_ci95"] or [math.nan, math.nan]
+        print(f"{name:16} {v['AnsAcc']:7.3f} [{ci[0]:.3f}, {ci[1]:.3f}] {v['ToolAcc'] or 0:8.3f} {v['CodeExec'] or 0:9.3f}")
+    for name, d in diffs.items():
+        print(f"{name}: {d['difference']:+.3f}, 95% CI {d['ci95']}")
+    for seed, r in results.items():
+        print(f"seed {seed}: rounds {r['rounds']}, extra SFT epochs for (d) {r['extra_sft_epochs']}, wall {r['wall_s']}")
+
+
+def plot(by_stage: dict, summary: dict, path: Path) -> None:
+    """AnsAcc per stage: each seed's point and the pooled mean with its 95% interval, on [0, 1]."""
+    from PIL import Image, ImageDraw
+    w, h, left, top, bottom = 640, 320, 50, 20, 270
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([left, top, w - 10, bottom], outline="black")
+    names = list(by_stage)
+    x_of = lambda i: left + 30 + i * (w - left - 70) / max(1, len(names) - 1)  # noqa: E731
+    y_of = lambda v: bottom - v * (bottom - top)  # noqa: E731
+    for i, name in enumerate(names):
+        for report in by_stage[name]:
+            draw.ellipse([x_of(i) - 2, y_of(report["AnsAcc"]) - 2, x_of(i) + 2, y_of(report["AnsAcc"]) + 2],
+                         outline=(150, 150, 150))
+        mean, ci = summary[name]["AnsAcc"], summary[name]["AnsAcc_ci95"]
+        if ci:
+            draw.line([(x_of(i), y_of(ci[0])), (x_of(i), y_of(ci[1]))], fill=(31, 119, 180), width=2)
+        draw.ellipse([x_of(i) - 4, y_of(mean) - 4, x_of(i) + 4, y_of(mean) + 4], fill=(31, 119, 180))
+        draw.text((x_of(i) - 28, bottom + 8), name, fill="black")
+    for v in (0.0, 0.5, 1.0):
+        draw.text((8, y_of(v) - 6), f"{v:.1f}", fill="gray")
+    draw.text((left, 4), "held-out AnsAcc (28 tasks, K=1): seeds (grey), pooled mean and 95% CI (blue)", fill="black")
+    img.save(path)
+
+
+if __name__ == "__main__":
+    main()
