@@ -147,4 +147,4 @@ def _agent(run, section, seed: int, **selection):
     """The agent acting as ``section`` says (the explore and eval sections are ``AgentConfig``s)."""
     from sport_fast.agent.agent import Agent
     return Agent(run.sampler, run.chat, run.sandbox, run.tools, section, vision=run.vision, seed=seed,
-                 workers=run.cfg.explore.sandbox_workers, **selection)
+                 workers=run.cfg.explore.sandbox_workers, tool_style=run.cfg.tools.style, **selection)
