@@ -38,6 +38,7 @@ class LoraSection:
 class ModelSection:
     path: str = "smollm2"            # 'smollm2' (the embedded default) or a local Hugging Face folder
     dtype: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str = "auto"  # auto: flex_attention on CUDA (the packed forward's BlockMask) | sdpa | eager
     lora: LoraSection = field(default_factory=LoraSection)
     gradient_checkpointing: bool = False  # recompute each decoder layer in the backward (training only)
 
@@ -159,6 +160,8 @@ class Config:
         _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
         _check_choice("train.loss_type", self.train.loss_type, LOSS_TYPES)
         _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _check_choice("model.attn_implementation", self.model.attn_implementation,
+                      ("auto", "sdpa", "eager", "flex_attention"))
         for key, choices in (("kernel", KERNELS), ("trie", TRIES), ("tree_attention", TREE_ATTENTIONS),
                              ("decode", DECODES)):
             _check_choice(f"backends.{key}", getattr(self.backends, key), choices)

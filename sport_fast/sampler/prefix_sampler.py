@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.sampler.growing_cache import growing_cache
+from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.backends import decode_mode
 from sport_fast.sampler.decode_steps import decode_steps
 from sport_fast.sampler.sampling import Candidate, SamplingParams, sample_rows
@@ -166,8 +167,9 @@ class PrefixSampler:
         else:
             start = traj.cached_len + traj.rope_delta
             positions = torch.arange(start, start + len(new_ids), device=device)[None]
-        out = self.model(input_ids=ids, past_key_values=traj.cache, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **extra)
+        with cached_forward_attention(self.model):
+            out = self.model(input_ids=ids, past_key_values=traj.cache, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **extra)
         traj.cached_len += len(new_ids)
         traj.prefilled_since_step += len(new_ids)
         return out.logits[0, -1].float()
