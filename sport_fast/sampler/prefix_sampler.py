@@ -69,6 +69,7 @@ class PrefixSampler:
         self.seed = seed
         self.decode = decode
         self.weights_version = 0
+        self._decoders: dict = {}  # the static decode modes' decoders by shape (a graph captured once each)
 
     # -- public API ------------------------------------------------------------------------------
     def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> CachedContext:
@@ -179,7 +180,7 @@ class PrefixSampler:
         device = next(self.model.parameters()).device
         steps = max(p.max_new_tokens for _, _, p in rows)
         backend = decode_steps(decode_mode(self.decode, device), self.model, [t.cache for t in trajs],
-                               [len(ps) for ps in params], capacity=steps)
+                               [len(ps) for ps in params], capacity=steps, decoders=self._decoders)
         positions = torch.tensor([t.cached_len + t.rope_delta for t, _, _ in rows], device=device)[:, None]
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
                 for t, i, p in rows]
