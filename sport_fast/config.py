@@ -17,10 +17,9 @@ from sport_fast.agent.agent import AgentConfig
 from sport_fast.backends import DECODES, KERNELS, TREE_ATTENTIONS, TRIES
 from sport_fast.dpo.loss import LOSS_TYPES
 from sport_fast.judge.step_judge import JudgeConfig
-
-
-class ConfigError(ValueError):
-    """A config problem, in one line naming the key."""
+from sport_fast.config_rules import ConfigError, check_judge_fields, check_tool_backends
+from sport_fast.tools.registry import STYLES as TOOL_STYLES
+from sport_fast.tools.tool_sets import SETS as TOOL_SETS
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"   # the recipes, shipped with the package
@@ -39,6 +38,7 @@ class LoraSection:
 class ModelSection:
     path: str = "smollm2"            # 'smollm2' (the embedded default) or a local Hugging Face folder
     dtype: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str = "auto"  # auto: flex_attention on CUDA (the packed forward's BlockMask) | sdpa | eager
     lora: LoraSection = field(default_factory=LoraSection)
     gradient_checkpointing: bool = False  # recompute each decoder layer in the backward (training only)
 
@@ -114,6 +114,14 @@ class EvalSection(AgentConfig):
 
 
 @dataclass
+class ToolsSection:
+    """Which tools the agent has (``tools.tool_sets``) and how they are shown to it."""
+    set: str = "default"             # default (the original seven) | offline | gta | sport
+    style: str = "compact"           # the tool list in the prompt: compact (one line each) | sport (SPORT's format)
+    backends: dict = field(default_factory=dict)  # model-backed tools: {vqa: {base_url, model}, detector: {hf_folder}}
+
+
+@dataclass
 class BackendsSection:
     """Which implementation runs each hot path (``sport_fast.backends``); auto: the variable, then the machine."""
     kernel: str = "auto"             # auto | triton | torch
@@ -126,12 +134,6 @@ class BackendsSection:
 class DistributedSection:
     deepspeed: str = ""              # a DeepSpeed JSON (a path, or one of the package's configs/deepspeed/)
     timeout_min: int = 360           # how long ranks wait for rank 0 (exploration) at a collective
-
-
-# fields of the judge section that only mean something for some backends (refused elsewhere unless default)
-JUDGE_FIELDS_FOR = {"judge_model": ("serve",), "base_url": ("openai",), "model": ("openai",),
-                    "timeout_s": ("serve", "openai"), "max_retries": ("serve", "openai"),
-                    "max_concurrency": ("serve", "openai"), "structured": ("serve", "openai")}
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     sft: SftSection = field(default_factory=SftSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    tools: ToolsSection = field(default_factory=ToolsSection)
     backends: BackendsSection = field(default_factory=BackendsSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
@@ -157,6 +160,8 @@ class Config:
         _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
         _check_choice("train.loss_type", self.train.loss_type, LOSS_TYPES)
         _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _check_choice("model.attn_implementation", self.model.attn_implementation,
+                      ("auto", "sdpa", "eager", "flex_attention"))
         for key, choices in (("kernel", KERNELS), ("trie", TRIES), ("tree_attention", TREE_ATTENTIONS),
                              ("decode", DECODES)):
             _check_choice(f"backends.{key}", getattr(self.backends, key), choices)
@@ -167,8 +172,11 @@ class Config:
             raise ConfigError("tasks.source=file needs tasks.train_file")
         if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
             raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
-        _check_judge_fields(self.judge)
+        check_judge_fields(self.judge)
         _check_choice("sft.source", self.sft.source, ("suite", "file"))
+        _check_choice("tools.set", self.tools.set, ("default", *TOOL_SETS))
+        _check_choice("tools.style", self.tools.style, TOOL_STYLES)
+        check_tool_backends(self.tools.backends)
         if self.sft.enabled and self.sft.source == "file" and not self.sft.file:
             raise ConfigError("sft.source=file needs sft.file")
         if self.sft.enabled and self.distributed.deepspeed:
@@ -250,15 +258,6 @@ def _typed(value, hint, key: str):
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _check_judge_fields(judge: JudgeSection) -> None:
-    """A judge field set for a backend that does not read it would silently do nothing: refuse it."""
-    default = JudgeSection()
-    for key, backends in JUDGE_FIELDS_FOR.items():
-        if judge.backend not in backends and getattr(judge, key) != getattr(default, key):
-            raise ConfigError(f"judge.{key} does not apply to judge.backend={judge.backend} "
-                              f"(only to {', '.join(backends)}); remove it")
 
 
 def recipe_path(name: str | Path) -> Path:

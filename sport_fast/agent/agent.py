@@ -63,14 +63,15 @@ def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=(
 class Agent:
     def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
                  select: Selector = first_that_ran, selection_name: str | None = None, vision=None, seed: int = 0,
-                 workers: int = 4):
+                 workers: int = 4, tool_style: str = "compact"):
         """``vision``: a ``VisionPrompt`` to show a vision-language policy the task's images; ``seed``: with the
-        task, step and candidate, each candidate's sampling seed; ``workers``: sandbox runs at a time."""
+        task, step and candidate, each candidate's sampling seed; ``workers``: sandbox runs at a time;
+        ``tool_style``: how the prompt lists the tools."""
         self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
         self.config, self.seed, self.workers = config or AgentConfig(), seed, workers
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
-        self.system = system_prompt(tools)
+        self.system = system_prompt(tools, tool_style)
 
     def run(self, task) -> TrajectoryRecord:
         return self.run_many([task])[0]

@@ -105,7 +105,7 @@ def _initial(run, section):
     """The model the rounds started from: the base, with the warm start's weights if the run had one."""
     from sport_fast.model.loader import load_base
     from sport_fast.run.warm_start import restore
-    model, tok = load_base(section.path, section.dtype)
+    model, tok = load_base(section.path, section.dtype, section.attn_implementation)
     return restore(model, run.cfg, run.dir.root), tok
 
 
@@ -147,4 +147,4 @@ def _agent(run, section, seed: int, **selection):
     """The agent acting as ``section`` says (the explore and eval sections are ``AgentConfig``s)."""
     from sport_fast.agent.agent import Agent
     return Agent(run.sampler, run.chat, run.sandbox, run.tools, section, vision=run.vision, seed=seed,
-                 workers=run.cfg.explore.sandbox_workers, **selection)
+                 workers=run.cfg.explore.sandbox_workers, tool_style=run.cfg.tools.style, **selection)

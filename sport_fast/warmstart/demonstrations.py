@@ -45,9 +45,11 @@ def thought_for(code: str, tool_names: list[str]) -> str:
     return f"I call {', '.join(used)} and print what I need." if used else "I work it out from what I have."
 
 
-def reference_demonstrations(tasks, chat, tools, sandbox) -> tuple[list[Demonstration], list[str]]:
-    """(demonstrations of the tasks whose reference program reaches their answer, ids of those that did not)."""
-    system, kept, failed = system_prompt(tools), [], []
+def reference_demonstrations(tasks, chat, tools, sandbox, tool_style: str = "compact") \
+        -> tuple[list[Demonstration], list[str]]:
+    """(demonstrations of the tasks whose reference program reaches their answer, ids of those that did not);
+    ``tool_style``: the prompt's tool list, as the agent that will act renders it."""
+    system, kept, failed = system_prompt(tools, tool_style), [], []
     for task in tasks:
         demo = _reference_demonstration(task, chat, tools, sandbox, system)
         (kept.append(demo) if demo is not None else failed.append(task.id))
