@@ -13,12 +13,14 @@ the previous context + its chosen step + an observation of 64-256 tokens.
   (c) (b)'s sequences with liger-kernel's fused linear DPO loss. Liger takes no precomputed reference
       log-probs, only the reference's hidden states, so (c) runs the reference body forward each step;
   (d) sport_fast as training runs it: ``TreeDPOModule`` (tree packing inside the timed step) on the
-      backends ``sport_fast.backends.resolve`` gives the model as it is loaded (sdpa attention), reference
-      precomputed by ``compute_ref_logps`` on those backends (not timed: once per round);
-  (e) (d) with the model switched to FlexAttention, so that ``auto`` resolves the tree attention to flex.
+      backends ``sport_fast.backends.resolve`` gives the model as the loader loads it (``attn_implementation``
+      auto: FlexAttention on CUDA, so the tree attention resolves to flex), reference precomputed by
+      ``compute_ref_logps`` on those backends (not timed: once per round);
+  (e) (d) with the model on SDPA, so the tree attention resolves to the dense mask (CUDA only: on the CPU
+      (d) is already that).
 Every peer steps through the trainer's ``LocalStepper`` (fp32 master weights, clipping, AdamW): the same
-optimizer for all. The 8 groups go into one packed batch (a run needs train.max_tokens_per_batch above their
-unpacked size for that; the default 4,096 would split them). ``--checkpointing`` turns on gradient
+optimizer for all. The 8 groups go into one packed batch (a run needs train.max_tokens_per_batch at least
+their packed size for that; the GPU recipes' 16,384 would split 8 independent groups in two or three). ``--checkpointing`` turns on gradient
 checkpointing for every peer, as the GPU recipes do (off by default, as the workload says nothing of it).
 
 Reports pairs/s, unique tokens/s (the tree's packed tokens, the same count for every peer), MFU on unique
@@ -53,8 +55,10 @@ from sport_fast import StepGroup, dpo_loss, pack_step_groups  # noqa: E402
 from sport_fast.backends import resolve  # noqa: E402
 from sport_fast.config import BackendsSection, TrainSection  # noqa: E402
 from sport_fast.dpo.reference_logps import compute_ref_logps, reference_mode  # noqa: E402
-from sport_fast.dpo.trainer import LocalStepper, _Totals  # noqa: E402
+from sport_fast.dpo.stepper import LocalStepper  # noqa: E402
+from sport_fast.dpo.totals import TrainingTotals  # noqa: E402
 from sport_fast.model.introspect import decoder_of  # noqa: E402
+from sport_fast.model.loader import resolve_attention  # noqa: E402
 
 QWEN2 = dict(vocab_size=151_936, tie_word_embeddings=True, num_key_value_heads=2, max_position_embeddings=32768)
 MODELS = {
@@ -71,7 +75,7 @@ BETA = 0.1
 ORDER = "dabce"  # the order peers run in
 PEERS = {"a": "(a) pairs as sequences", "b": "(b) pairs, precomputed reference",
          "c": "(c) pairs, liger fused DPO", "d": "(d) sport_fast TreeDPOModule",
-         "e": "(e) sport_fast TreeDPOModule, flex model"}
+         "e": "(e) sport_fast TreeDPOModule, dense tree mask"}
 
 
 # -- inputs and models -----------------------------------------------------------------------------
@@ -192,15 +196,13 @@ def pairs_step(peer, policy, reference, groups, device, cuda):
         liger = LigerFusedLinearDPOLoss(beta=BETA, use_ref_model=True, compiled=cuda)
 
     def step() -> float:
-        totals, total = _Totals(), 0.0
+        totals = TrainingTotals()
         for i, p in enumerate(pairs):
             batch = batch_ids(*p, device)
             loss = pair_loss(policy, reference, batch, device, None if peer != "b" else precomputed[i], liger)
-            value = float(loss.detach())  # a sync per pair, as the pair trainers' logging does
-            totals.add({"loss": value, "acc": None, "margin": None, "tokens": 0, "seconds": 0.0})
-            stepper.backward_and_step(loss, i + 1 == len(pairs), totals)
-            total += value / len(pairs)
-        return total
+            totals.add({"loss": loss.detach(), "acc": None, "margin": None, "tokens": 0})
+            stepper.backward_and_step(loss, i + 1 == len(pairs), totals)  # the step's one sync: its last pair
+        return sum(totals.losses) / len(pairs)
     return step, None
 
 
@@ -215,11 +217,11 @@ def tree_step(policy, reference, groups, device):
     stepper = LocalStepper(policy, TrainSection(beta=BETA, lr=1e-5), backends=backends)
 
     def step() -> float:
-        totals = _Totals()
+        totals = TrainingTotals()
         loss, record = stepper.forward(groups)  # packs the groups: part of the timed step
         totals.add(record)
         stepper.backward_and_step(loss, True, totals)
-        return record["loss"]
+        return totals.losses[0]
     return step, backends.to_json()
 
 
@@ -227,7 +229,8 @@ def tree_step(policy, reference, groups, device):
 def run_peer(peer, model, groups, device, steps) -> dict:
     policy, reference, snapshot = model
     cuda = device == "cuda"
-    restore(policy, reference, snapshot, "flex_attention" if peer == "e" else "sdpa")
+    loaded = (resolve_attention("auto") or "sdpa") if cuda else "sdpa"  # the loader's choice (smoke: the CPU's)
+    restore(policy, reference, snapshot, loaded if peer == "d" else "sdpa")
     policy.train()
     step, backends = tree_step(policy, reference, groups, device) if peer in "de" else \
         pairs_step(peer, policy, reference, groups, device, cuda)
@@ -259,7 +262,7 @@ def peer_rows(model, groups, peers, device, steps, peak, emit) -> list[dict]:
         row = {"peer": PEERS[peer], "unique_tokens": unique, "pairs": len(pair_sequences(groups)),
                "groups": len(groups), "context_tokens": sum(len(g.context_ids) for g in groups)}
         if peer == "e" and device != "cuda":
-            row["error"] = "not run: FlexAttention has no backward on the CPU"
+            row["error"] = "not run: without CUDA (d) is this already (the loader's auto attention is sdpa)"
         else:
             try:
                 row.update(run_peer(peer, model, groups, device, steps))

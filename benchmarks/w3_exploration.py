@@ -17,7 +17,9 @@ After each step the trajectory continues with candidate 0 and a fixed observatio
   A batched step's wall time is shared equally by the trajectories in it.
 
 On the CPU each peer runs in its own process (peak RSS is its own); on CUDA and in --smoke all run in one
-process on one model, peak memory per peer from the CUDA allocator. Usage:
+process on one model, peak memory per peer from the CUDA allocator. On CUDA the sampler's peers run the model
+as the loader gives a run (``attn_implementation`` auto: FlexAttention; the sampler's cached forwards run SDPA
+on such a model), generate() runs it on SDPA. Usage:
     python benchmarks/w3_exploration.py                  # CPU, SmolLM2
     python benchmarks/w3_exploration.py --model qwen2-1.5b [--trajectories 4 --steps 2 --new-tokens 64]
     python benchmarks/w3_exploration.py --smoke          # tiny random model, every peer once
@@ -167,6 +169,9 @@ def run_peer(peer: str, loaded, shape, own_process: bool = False) -> dict:
     model, tok, device = loaded
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:  # the sampler's model as the loader gives a run (FlexAttention on CUDA); generate() on SDPA, as SPORT
+        from sport_fast.model.loader import resolve_attention
+        model.set_attn_implementation((resolve_attention("auto") or "sdpa") if peer in "cde" else "sdpa")
     base = reset_peak(cuda)
     with torch.no_grad():
         steps, decode = run_ours(model, tok, peer, shape, sync) if peer in "cde" else run_hf(model, tok, peer, shape, sync)

@@ -70,7 +70,7 @@ def test_w2_peers_run_training_module_and_their_step0_losses_agree(smoke):
         ours = ran["(d)"]
         assert ours["backends"]["kernel"] in ("torch", "triton") and ours["unique_tokens_per_s"] > 0, ours
     flex = [r for r in rows if r["peer"].startswith("(e)")]
-    assert flex and all("FlexAttention has no backward on the CPU" in r["error"] for r in flex), flex
+    assert flex and all("without CUDA (d) is this already" in r["error"] for r in flex), flex
 
 
 def test_w3_rows_show_every_peer_and_the_cache_reuse(smoke):
