@@ -6,7 +6,15 @@ log-prob sums -> DPO loss -> weights.
 The public names below are imported on first use (PEP 562), so ``import sport_fast.sandbox.sandbox`` or the
 sandbox's child process does not pay for importing torch.
 """
+import os
 from importlib import import_module
+
+# OpenMP's default wait policy keeps a thread spinning on its core between parallel regions. When a machine has
+# more runnable threads than cores (sandbox workers, a judge server, a second rank, a busy CI runner), every
+# small forward then waits on descheduled spinners: SmolLM2's 2-token forward took 1.9 s instead of 0.07 s at a
+# load of 3.7 on 2 cores (docs/measurements.md). Passive waiting must be chosen before torch loads OpenMP, so
+# it is set here, on the package's first import; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     "StepGroup": "sport_fast.data.step_group",

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import sport_fast  # noqa: E402,F401  (first: it picks OpenMP's wait policy before torch loads OpenMP)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Triton kernels run through the interpreter on CPU-only machines; it must be set before triton.jit runs.
 import torch  # noqa: E402
