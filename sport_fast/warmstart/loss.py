@@ -7,15 +7,16 @@ group i and a prefix of group i+1's context: one trie node each, computed once.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from sport_fast.data.step_group import StepGroup
 from sport_fast.kernels import segment_logps
 from sport_fast.model.introspect import lm_head_weight
-from sport_fast.tree.batch import TreeBatch, make_tree_batch
+from sport_fast.tree.batch import TreeBatch
 from sport_fast.tree.forward import tree_hidden_states
+from sport_fast.tree.module import TreeStepModule
 
 
 def tree_sft_loss(model, batch: TreeBatch, *, attn: str = "auto", kernel_impl: str = "auto"):
@@ -30,22 +31,10 @@ def tree_sft_loss(model, batch: TreeBatch, *, attn: str = "auto", kernel_impl: s
     return loss, {"tokens/scored": torch.tensor(tokens), "logps/step": sums.detach().mean()}
 
 
-class TreeSFTModule(torch.nn.Module):
+class TreeSFTModule(TreeStepModule):
     """The supervised step as a module, as ``dpo.module.TreeDPOModule`` is the preference step: what the
     optimizer or a DeepSpeed engine calls, with the same records (``acc`` and ``margin`` are not defined)."""
-
-    def __init__(self, policy, cfg, images=None, backends=None):
-        super().__init__()
-        self.policy, self.images, self.cfg = policy, images, cfg
-        self.kernel, self.attn, self.trie = (backends.kernel, backends.tree_attention, backends.trie) \
-            if backends is not None else ("auto", "auto", "auto")
-
-    def register_head_for_zero3(self) -> None:
-        import deepspeed
-        deepspeed.zero.register_external_parameter(self, lm_head_weight(self.policy))
-
-    def pack(self, groups: Sequence[StepGroup]):
-        return make_tree_batch(self.policy, groups, candidates="all", images=self.images, trie_impl=self.trie)
+    candidates = "all"  # a demonstration step is its group's one candidate
 
     def forward(self, groups: Sequence[StepGroup], batch=None) -> tuple[torch.Tensor, dict]:
         batch = batch if batch is not None else self.pack(groups)
