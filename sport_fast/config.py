@@ -7,6 +7,7 @@ value of the wrong type is an error naming the key and the type expected. Nothin
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,9 +246,14 @@ def _build(cls, raw, prefix: str):
         raise ConfigError(f"config section {prefix.rstrip('.') or 'config'}: {err}") from None
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _typed(value, hint, key: str):
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if hint is str and value is None:
         return ""
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

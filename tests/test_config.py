@@ -20,6 +20,9 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
                                                   "judge.two_orders=true", "train.lr=1"])
     assert (cfg.train.beta, cfg.explore.k, cfg.model.lora.r, cfg.judge.two_orders) == (0.05, 5, 8, True)
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number it spells
+    spelled = load_config(CONFIGS / "default.yaml", ["sft.lr=1e-3", "train.lr=-2.5E+1"])
+    assert (spelled.sft.lr, spelled.train.lr) == (1e-3, -25.0)
     (tmp_path / "again.yaml").write_text(dump_config(cfg))
     assert load_config(tmp_path / "again.yaml") == cfg
 
@@ -29,6 +32,7 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
     (["trian.beta=0.1"], "unknown config key trian"),
     (["explore.k=four"], "config key explore.k must be int, got 'four'"),
     (["explore.k=true"], "config key explore.k must be int"),
+    (["train.lr=1e-3x"], "config key train.lr must be float, got '1e-3x'"),
     (["judge.rule=best"], "judge.rule must be one of sport, all, worst"),
     (["tasks.source=file"], "tasks.source=file needs tasks.train_file"),
     (["judge.backend=openai"], "judge.backend=openai needs judge.base_url and judge.model"),
