@@ -50,9 +50,13 @@ setup(
     package_data={"sport_fast": ["configs/*.yaml", "configs/deepspeed/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
+    # Minimum versions as tested: transformers 5.17.0 (the GPU image's; the CPU-side suites of tree, dpo, sampler,
+    # warmstart, kernels and agent pass there) and 5.23.0 (CI). torch 2.13.0 is CI's; 2.11 is the GPU image's and
+    # the Makefile's CUDA pin, not yet run here (no GPU was lent). Triton: 3.9.0 in CI, 3.6.0 compiles every
+    # kernel variant for sm_80 and sm_90 (tests/kernels/compile_without_torch.py).
     install_requires=[
-        "torch>=2.6",
-        "transformers>=5.0,<6",
+        "torch>=2.11",
+        "transformers>=5.17,<6",
         "peft>=0.17",
         "numpy>=1.26",
         "pyyaml>=6",
@@ -70,7 +74,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6", "nltk>=3.8", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
-                "triton>=3.2", "deepspeed>=0.16"],
+                "triton>=3.6", "deepspeed>=0.16"],
         "deepspeed": ["deepspeed>=0.16"],
     },
 )
