@@ -38,7 +38,8 @@ class JudgeConfig:
     """How the judge asks; the one home of these fields (the config's ``judge`` section is this plus how to
     reach the judge model)."""
     two_orders: bool = False        # judge again in reverse order, keep agreements only
-    judge_single: bool = False      # call the judge when only one candidate ran (else it is chosen by rule)
+    judge_single: bool = False      # call the judge when only one candidate ran, or all that ran are the same
+                                    # text (else the first is chosen by rule)
     temperature: float = 0.0        # the judge model's sampling temperature
     max_tokens: int = 128           # its reply budget
     max_observation_chars: int = 600  # each result shown to it, clipped
@@ -52,7 +53,7 @@ class JudgeConfig:
 @dataclass
 class Verdict:
     chosen: int | None               # candidate index, or None: abstained
-    kind: str                        # "judge", "rule" (only one ran) or "abstain"
+    kind: str                        # "judge", "rule" (only one ran, or all that ran alike) or "abstain"
     reason: str = ""
     abstain_reason: str | None = None
     replies: list[dict] = field(default_factory=list)   # per order: tags, raw text, finish, error, latency
@@ -75,6 +76,9 @@ class StepJudge:
             return self._count(Verdict(None, "abstain", abstain_reason="no candidate ran"))
         if len(ran) == 1 and not self.config.judge_single:
             return self._count(Verdict(ran[0], "rule", reason="the only candidate whose code ran"))
+        if len({candidates[i].text for i in ran}) == 1 and not self.config.judge_single:
+            # nothing to tell apart (a warm-started policy often samples one step K times): no call, same pairs
+            return self._count(Verdict(ran[0], "rule", reason="the candidates that ran are the same step"))
         orders = self._orders(task, step, ran)
         with ThreadPoolExecutor(max_workers=len(orders)) as pool:
             replies = list(pool.map(lambda o: self._ask(task, history, candidates, o), orders))

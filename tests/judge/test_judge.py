@@ -100,6 +100,18 @@ def test_no_candidate_ran_abstains_and_a_single_one_is_chosen_by_rule_without_a_
     assert forced(TASK, 1, [cand("a(", ran=False), cand("print('red')")], []).kind == "judge"
 
 
+def test_candidates_that_ran_alike_are_chosen_by_rule_without_a_call():
+    """A warm-started policy often samples the same step K times: nothing to tell apart, so no judge call;
+    the failed candidates still become the step's rejected ones."""
+    oracle = OracleBackend()
+    judge = StepJudge(oracle)
+    alike = [cand("a(", ran=False), cand("print('red')"), cand("print('red')")]
+    verdict = judge(TASK, 0, alike, [])
+    assert (verdict.chosen, verdict.kind, oracle.requests) == (1, "rule", [])
+    assert judge(TASK, 1, [cand("print('red')"), cand("print(0)")], []).kind == "judge"
+    assert StepJudge(oracle, JudgeConfig(judge_single=True))(TASK, 2, alike, []).kind == "judge"
+
+
 def test_history_of_followed_steps_reaches_the_prompt():
     oracle = OracleBackend()
     StepJudge(oracle)(TASK, 1, [cand("print('red')"), cand("print(0)")], history=[cand("size = image_size('x')")])
