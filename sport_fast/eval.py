@@ -49,7 +49,8 @@ def _build_agent(args):
     tools = default_registry()
     sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb, tools=tools)
     print(self_test(sandbox), flush=True)
-    return Agent(policy, ChatFormat(tokenizer), sandbox, tools, _agent_config(args, cfg), seed=cfg.seed)
+    return Agent(policy, ChatFormat(tokenizer), sandbox, tools, _agent_config(args, cfg), seed=cfg.seed,
+                 workers=cfg.explore.sandbox_workers, in_flight=cfg.explore.batches_in_flight)
 
 
 def _config(args):
