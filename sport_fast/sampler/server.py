@@ -5,7 +5,9 @@ Fields: n, temperature, top_p, top_k, max_tokens, stop, logprobs, seed, and for 
 with a JSON schema of flat string/enum properties (``sport_fast.sampler.guided``). Each choice also carries its
 ``token_ids`` (and the reply the prompt's), so token-in, token-out clients never re-tokenise. Prompts reuse
 cached prefixes across requests (``usage.prompt_tokens_details.cached_tokens`` says how many). Requests are
-served by threads; the model runs one request at a time. A malformed request gets a 4xx naming the field.
+served by threads; completions that arrive while the model is busy decode together as one batch
+(``request_batcher.py``); structured-output requests run one at a time. A malformed request gets a 4xx
+naming the field.
 
 Weights at run time, as vLLM and SGLang take them (``served_weights.py``): POST /v1/load_lora_adapter (or
 /load_lora_adapter) ``{"lora_name", "lora_path"}`` serves the base plus that peft adapter under
@@ -25,6 +27,7 @@ from sport_fast.sampler.guided import GuidedDecoder, SchemaError
 from sport_fast.sampler.protocol import RequestError, completion_response, parse_response_format, parse_sampling
 from sport_fast.sampler.prefix_cache import PrefixCache
 from sport_fast.sampler.prefix_sampler import PrefixSampler
+from sport_fast.sampler.request_batcher import RequestBatcher
 from sport_fast.sampler.sampling import Candidate
 from sport_fast.sampler.served_weights import WeightsLoadError, load_full_weights, with_adapter, without_adapter
 
@@ -44,6 +47,7 @@ class SamplerService:
         self.cache = PrefixCache(self.sampler, cache_entries)
         self.guided = GuidedDecoder(model, tokenizer)
         self.lock = threading.RLock()
+        self.batcher = RequestBatcher(self)   # concurrent requests decode as one batch
         self.weight_version = 0
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids = () if eos is None else (int(eos),)
@@ -57,9 +61,7 @@ class SamplerService:
         schema = parse_response_format(body) if chat else None
         if schema is not None:
             return self._guided(prompt, schema, request)
-        with self.lock:
-            traj, cached = self.cache.trajectory_for(prompt)
-            cands = self.sampler.sample(traj, request.params)
+        cands, cached = self.batcher.sample(prompt, request.params)
         reply = completion_response(self.name, cands, len(prompt), cached, chat, request.logprobs, self.tokenizer)
         reply["prompt_token_ids"], reply["weight_version"] = prompt, self.weight_version
         return reply
