@@ -55,7 +55,8 @@ def explore_share(tasks, agent, folder: Path, recorded: Path, *, batch: int, ran
     """Explore this rank's batches of ``tasks`` not yet recorded (in ``folder``, or in the round's merged
     ``recorded`` trajectories); returns what this rank did."""
     folder.mkdir(parents=True, exist_ok=True)
-    merged = {rec["task_id"] for _, rec in read_jsonl(recorded, repair=False)}  # rank 0 repaired it first
+    # rank 0, its only writer, repairs a torn tail before the others read it (phases.explore_round)
+    merged = {rec["task_id"] for _, rec in read_jsonl(recorded, repair=world == 1)}
     chunks = lockstep_batches(tasks, batch)
     todo = [b for b in assign(len(chunks), rank, world, seed)
             if not _batch_file(folder, b).exists() and not all(t.id in merged for t in chunks[b])]
@@ -68,6 +69,12 @@ def explore_share(tasks, agent, folder: Path, recorded: Path, *, batch: int, ran
         if progress is not None:
             progress.update(len(chunk))
     return {"rank": rank, "batches": len(todo), "tasks": done, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def share_size(tasks, batch: int, rank: int, world: int, seed: int) -> int:
+    """How many of ``tasks`` rank ``rank`` explores (its progress bar's length)."""
+    chunks = lockstep_batches(tasks, batch)
+    return sum(len(chunks[b]) for b in assign(len(chunks), rank, world, seed))
 
 
 def _batch_file(folder: Path, b: int) -> Path:

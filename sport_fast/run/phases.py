@@ -56,7 +56,7 @@ def explore_round(run, r: int, rdir: Path, tasks: list, seed: int):
     order by this one (resuming a partly explored round where it stopped)."""
     from sport_fast.data.store import StepStore
     from sport_fast.run.durable import repair_torn_tail
-    from sport_fast.run.explore import merge_round
+    from sport_fast.run.explore import merge_round, share_size
     from sport_fast.run.metrics import cache_reuse
     from sport_fast.run.work import share
     store, cfg, path = StepStore(rdir / "store"), run.cfg, rdir / "trajectories.jsonl"
@@ -65,7 +65,8 @@ def explore_round(run, r: int, rdir: Path, tasks: list, seed: int):
             repair_torn_tail(path)  # before any rank reads it
         t0 = time.perf_counter()
         work = {"kind": "explore", "round": r, "dir": str(rdir), "tasks": tasks, "seed": seed, "version": r}
-        with tqdm(total=len(tasks), desc=f"round {r} explore (rank 0's share)", leave=False) as bar:
+        mine = share_size(tasks, cfg.explore.batch, 0, run.world, seed)
+        with tqdm(total=mine, desc=f"round {r} explore ({mine} of {len(tasks)} tasks here)", leave=False) as bar:
             ranks = share(run, work, progress=bar)
         summary = merge_round(tasks, rdir / "explore", store, path, rule=cfg.judge.rule,
                               bleu_threshold=cfg.judge.bleu_threshold, round_=r)
@@ -143,6 +144,7 @@ def evaluate_heldout(run, r: int | str, folder: Path) -> None:
     evaluates its share of the batches, the report is over all tasks in their order."""
     from sport_fast.agent.evaluation import summarise
     from sport_fast.run.durable import atomic_write_json
+    from sport_fast.run.explore import share_size
     from sport_fast.run.work import share
     cfg = run.cfg
     if not cfg.eval.enabled or run.dir.done(r, "eval"):
@@ -150,7 +152,8 @@ def evaluate_heldout(run, r: int | str, folder: Path) -> None:
     tag = "initial" if r == "initial" else f"round_{r}"
     tasks = run.tasks.heldout[: cfg.eval.n_tasks]
     work = {"kind": "eval", "tasks": tasks, "seed": cfg.seed, "version": 0 if r == "initial" else r + 1}
-    with tqdm(total=len(tasks), desc=f"eval {tag} (rank 0's share)", leave=False) as bar:
+    mine = share_size(tasks, cfg.eval.batch, 0, run.world, cfg.seed)
+    with tqdm(total=mine, desc=f"eval {tag} ({mine} of {len(tasks)} tasks here)", leave=False) as bar:
         ranks = share(run, work, progress=bar)
     outcomes = [o for _, o in sorted((pair for part in ranks for pair in part["outcomes"]), key=lambda p: p[0])]
     report = summarise(outcomes, cfg.eval.k, ranks[0]["selection"])
