@@ -40,6 +40,20 @@ INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _warned: set[str] = set()
 
 
+def interpreter_problem() -> str | None:
+    """Why the Triton interpreter cannot run here: Triton 3.6's fails with numpy >= 2.4 ("only 0-dimensional
+    arrays can be converted"), which the GPU image's smoke runs meet."""
+    if not (TRITON_INSTALLED and INTERPRETING):
+        return None
+    import numpy
+    import triton
+    major_minor = lambda v: tuple(int(x) for x in v.split(".")[:2])  # noqa: E731
+    if major_minor(triton.__version__) < (3, 7) and major_minor(numpy.__version__) >= (2, 4):
+        return (f"the Triton {triton.__version__} interpreter fails with numpy {numpy.__version__}: "
+                f"pip install 'numpy<2.4' (or a newer triton) to run kernels under TRITON_INTERPRET=1")
+    return None
+
+
 def _native_trie():
     try:
         from sport_fast import _C
@@ -112,7 +126,7 @@ def _triton_problem(x: torch.Tensor) -> str | None:
         return f"dtype {x.dtype} (the Triton path takes bf16/fp16/fp32)"
     if not x.is_cuda and not INTERPRETING:
         return "tensors are on the CPU and TRITON_INTERPRET=1 is not set"
-    return None
+    return None if x.is_cuda else interpreter_problem()
 
 
 # -- trie ------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class LoraSection:
 class ModelSection:
     path: str = "smollm2"            # 'smollm2' (the embedded default) or a local Hugging Face folder
     dtype: str = "auto"              # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str = "auto"  # auto: flex_attention on CUDA (the packed forward's BlockMask) | sdpa | eager
     lora: LoraSection = field(default_factory=LoraSection)
     gradient_checkpointing: bool = False  # recompute each decoder layer in the backward (training only)
 
@@ -115,6 +116,14 @@ class EvalSection(AgentConfig):
 
 
 @dataclass
+class ToolsSection:
+    """Which tools the agent has (``tools.tool_sets``) and how they are shown to it."""
+    set: str = "default"             # default (the original seven) | offline | gta | sport
+    style: str = "compact"           # the tool list in the prompt: compact (one line each) | sport (SPORT's format)
+    backends: dict = field(default_factory=dict)  # model-backed tools: {vqa: {base_url, model}, detector: {hf_folder}}
+
+
+@dataclass
 class BackendsSection:
     """Which implementation runs each hot path (``sport_fast.backends``); auto: the variable, then the machine."""
     kernel: str = "auto"             # auto | triton | torch
@@ -126,7 +135,7 @@ class BackendsSection:
 @dataclass
 class DistributedSection:
     deepspeed: str = ""              # a DeepSpeed JSON (a path, or one of the package's configs/deepspeed/)
-    timeout_min: int = 360           # how long ranks wait for rank 0 (exploration) at a collective
+    timeout_min: int = 360           # how long a rank waits for the others at a collective (work, results)
 
 
 @dataclass
@@ -142,6 +151,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     sft: SftSection = field(default_factory=SftSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    tools: ToolsSection = field(default_factory=ToolsSection)
     backends: BackendsSection = field(default_factory=BackendsSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
 

@@ -1,4 +1,4 @@
-"""Which values and combinations of config keys are refused, each in one line naming the key.
+"""The config's rules: which values and combinations of keys are refused, each in one line naming the key.
 
 ``Config.__post_init__`` calls ``check_config``: a value outside a key's choices, a key that needs another,
 and a key set for a backend that does not read it (it would silently do nothing) are all refused here.
@@ -8,6 +8,9 @@ from __future__ import annotations
 from sport_fast.backends import DECODES, KERNELS, TREE_ATTENTIONS, TRIES
 from sport_fast.dpo.loss import LOSS_TYPES
 from sport_fast.sampler.engines import ENGINES
+from sport_fast.tools.backends import WHERE as TOOL_BACKENDS
+from sport_fast.tools.registry import STYLES as TOOL_STYLES
+from sport_fast.tools.tool_sets import SETS as TOOL_SETS
 
 
 class ConfigError(ValueError):
@@ -27,7 +30,8 @@ def check_config(cfg) -> None:
     """``cfg``: a ``config.Config``; raises ``ConfigError`` on the first problem."""
     _check_choices(cfg)
     _check_combinations(cfg)
-    _check_judge_fields(cfg.judge)
+    check_judge_fields(cfg.judge)
+    check_tool_backends(cfg.tools.backends)
     _check_explore_backend(cfg)
 
 
@@ -38,10 +42,13 @@ def _check_choices(cfg) -> None:
     _check_choice("train.reference", cfg.train.reference, ("initial", "round_start"))
     _check_choice("train.loss_type", cfg.train.loss_type, LOSS_TYPES)
     _check_choice("model.dtype", cfg.model.dtype, ("auto", "float32", "bfloat16", "float16"))
+    _check_choice("model.attn_implementation", cfg.model.attn_implementation, ("auto", "sdpa", "eager", "flex_attention"))
     for key, choices in (("kernel", KERNELS), ("trie", TRIES), ("tree_attention", TREE_ATTENTIONS),
                          ("decode", DECODES)):
         _check_choice(f"backends.{key}", getattr(cfg.backends, key), choices)
     _check_choice("sft.source", cfg.sft.source, ("suite", "file"))
+    _check_choice("tools.set", cfg.tools.set, ("default", *TOOL_SETS))
+    _check_choice("tools.style", cfg.tools.style, TOOL_STYLES)
 
 
 def _check_combinations(cfg) -> None:
@@ -97,10 +104,21 @@ def _check_explore_backend(cfg) -> None:
                           "sport_fast.sft first and start them (and model.path) on the folder it writes")
 
 
-def _check_judge_fields(judge) -> None:
+def check_judge_fields(judge) -> None:
     """A judge field set for a backend that does not read it would silently do nothing: refuse it."""
     default = type(judge)()
     for key, backends in JUDGE_FIELDS_FOR.items():
         if judge.backend not in backends and getattr(judge, key) != getattr(default, key):
             raise ConfigError(f"judge.{key} does not apply to judge.backend={judge.backend} "
                               f"(only to {', '.join(backends)}); remove it")
+
+
+def check_tool_backends(backends: dict) -> None:
+    """Names and locations only: the models themselves load when the run starts (``tools.backends``)."""
+    for name, entry in backends.items():
+        if name not in TOOL_BACKENDS:
+            raise ConfigError(f"unknown config key tools.backends.{name} (known here: {', '.join(TOOL_BACKENDS)})")
+        if entry and (not isinstance(entry, dict) or
+                      sum(k in entry for k in ("base_url", "hf_folder", "url")) != 1):
+            raise ConfigError(f"config key tools.backends.{name} must be a mapping with one of "
+                              f"{', '.join(TOOL_BACKENDS[name])}")

@@ -43,14 +43,15 @@ def _build_agent(args):
     from sport_fast.model.chat_format import ChatFormat
     from sport_fast.sandbox.layers import self_test
     from sport_fast.sandbox.sandbox import Sandbox
-    from sport_fast.tools import default_registry
+    from sport_fast.tools.tool_sets import describe_set, registry_for
     cfg = _config(args)
     policy, tokenizer = _policy(args, cfg)
-    tools = default_registry()
+    tools = registry_for(cfg.tools)
     sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb, tools=tools)
-    print(self_test(sandbox), flush=True)
+    print(f"{describe_set(tools)}\n{self_test(sandbox)}", flush=True)
     return Agent(policy, ChatFormat(tokenizer), sandbox, tools, _agent_config(args, cfg), seed=cfg.seed,
-                 workers=cfg.explore.sandbox_workers, in_flight=cfg.explore.batches_in_flight)
+                 tool_style=cfg.tools.style, workers=cfg.explore.sandbox_workers,
+                 in_flight=cfg.explore.batches_in_flight)
 
 
 def _config(args):
@@ -65,6 +66,10 @@ def _config(args):
     cfg = load_config(source or "default")
     if args.model is not None and not args.base_url:
         cfg.model.path = args.model
+    if args.tool_set is not None:
+        cfg.tools.set = args.tool_set
+    elif args.format == "gta" and cfg.tools.set == "default":
+        cfg.tools.set = "gta"  # GTA's tasks expect GTA's tools: the set that maps its fourteen onto ours
     return cfg
 
 
@@ -117,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="'smollm2' or a local folder (the policy); with --base-url: the served name")
     p.add_argument("--base-url", help="an OpenAI-compatible server to sample from instead of a local model")
     p.add_argument("--tokenizer", help="with --base-url: the served model's local folder (default: --model)")
+    p.add_argument("--tool-set", choices=("default", "offline", "gta", "sport"),
+                   help="the agent's tools (default: the recipe's; gta for --format gta)")
     p.add_argument("--k", type=int, help="candidates per step (best-of-K when > 1)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-new-tokens", type=int)

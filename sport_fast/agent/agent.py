@@ -73,15 +73,16 @@ def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=(
 class Agent:
     def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
                  select: Selector = first_that_ran, selection_name: str | None = None, vision=None, seed: int = 0,
-                 workers: int = 4, in_flight: int = 1):
+                 workers: int = 4, in_flight: int = 1, tool_style: str = "compact"):
         """``vision``: a ``VisionPrompt`` to show a vision-language policy the task's images; ``seed``: with the
         task, step and candidate, each candidate's sampling seed; ``workers``: sandbox runs at a time;
-        ``in_flight``: lockstep batches run at once by ``run_batches`` (``agent.pipeline``)."""
+        ``in_flight``: lockstep batches run at once by ``run_batches`` (``agent.pipeline``); ``tool_style``: how
+        the prompt lists the tools."""
         self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
         self.config, self.seed, self.workers, self.in_flight = config or AgentConfig(), seed, workers, in_flight
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
-        self.system = system_prompt(tools)
+        self.system = system_prompt(tools, tool_style)
 
     def run(self, task) -> TrajectoryRecord:
         return self.run_many([task])[0]

@@ -3,7 +3,9 @@
 - AnsAcc: the final answer is right, by GTA's whitelist rule where the task has one, else GAIA's rule
   (``answer_rules.py``); over the tasks that have a scorable answer (the count of the others is reported);
 - ToolAcc: per task, the fraction of its expected tools that the chosen steps called, averaged over the
-  tasks that name expected tools (a benchmark tool with no counterpart here counts as missed);
+  tasks that name expected tools. A benchmark's own tool names (GTA's ``OCR``, ``TextToBbox``, ...) count
+  through the tool set's mapping (``ToolRegistry.benchmark_names``); one this set lacks counts as missed,
+  and the report names the tasks that needed a tool the set lacks;
 - CodeExec: the fraction of chosen steps whose code parsed and ran without error.
 Per-task logs (the whole trajectory) go to ``tasks.jsonl`` beside ``report.json``. The report states the
 selection rule and K: with K > 1 it is test-time best-of-K step selection.
@@ -19,13 +21,17 @@ from sport_fast.agent.intervals import bootstrap_ci, mean_or_none
 from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
 
 
-def task_outcome(task, traj) -> dict:
+def task_outcome(task, traj, names: dict | None = None) -> dict:
+    """One task's result; ``names``: a benchmark tool name -> ours (None: the tool set lacks it)."""
     chosen = traj.followed_steps()
     called = sorted({c["name"] for step in chosen for c in step.tool_calls})
-    expected = list(task.expected_tools)
+    names = names or {}
+    ours = [names.get(t, t) for t in task.expected_tools]
+    lacking = [t for t, mine in zip(task.expected_tools, ours) if mine is None or t.startswith("unavailable:")]
     return {"task_id": task.id, "answer": task.answer, "prediction": traj.final_answer, "finished": traj.finished,
-            "correct": _correct(task, traj) if task.scored else None, "expected_tools": expected, "called_tools": called,
-            "tool_recall": (sum(t in called for t in expected) / len(expected)) if expected else None,
+            "correct": _correct(task, traj) if task.scored else None, "expected_tools": list(task.expected_tools),
+            "called_tools": called, "lacking_tools": lacking,
+            "tool_recall": (sum(t in called for t in ours) / len(ours)) if ours else None,
             "steps": len(chosen), "steps_ran": sum(c.ran for c in chosen), "stop_reason": traj.stop_reason}
 
 
@@ -48,7 +54,8 @@ def summarise(outcomes: list[dict], k: int, selection: str) -> dict:
             "CodeExec": code_exec(outcomes), "CodeExec_ci95": bootstrap_ci(outcomes, code_exec),
             "finished": sum(o["finished"] for o in outcomes), "k": k, "selection": selection,
             "best_of_k": k > 1,
-            "unavailable_expected_tools": sum(t.startswith("unavailable:") for o in outcomes for t in o["expected_tools"]),
+            "unavailable_expected_tools": sum(len(o["lacking_tools"]) for o in outcomes),
+            "tasks_needing_lacking_tools": {o["task_id"]: o["lacking_tools"] for o in outcomes if o["lacking_tools"]},
             "per_task": [{key: o[key] for key in ("task_id", "correct", "tool_recall", "steps", "steps_ran")}
                          for o in outcomes]}
 
@@ -85,10 +92,10 @@ def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, bat
 def run_tasks(chunks, agent, progress=None, total: int | None = None) -> list[tuple[dict, dict]]:
     """(outcome, trajectory as JSON) of every task of ``chunks`` (lockstep batches), in order; a rank of a
     data-parallel run evaluates its share of the batches this way."""
-    results = []
+    results, names = [], getattr(agent.tools, "benchmark_names", None)
     for chunk, trajectories, wall in agent.run_batches(chunks):
         for task, traj in zip(chunk, trajectories):
-            results.append(({**task_outcome(task, traj), "wall_s": round(wall, 3)}, traj.to_json()))
+            results.append(({**task_outcome(task, traj, names), "wall_s": round(wall, 3)}, traj.to_json()))
             if progress:
                 progress(len(results), total or len(results), results[-1][0])
     return results

@@ -17,8 +17,9 @@ Tools, already defined as Python functions:
 {tools}"""
 
 
-def system_prompt(tools) -> str:
-    return SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render())
+def system_prompt(tools, style: str = "compact") -> str:
+    """``style``: how the tool list is rendered (compact: one line per tool; sport: SPORT's format)."""
+    return SYSTEM_PROMPT.format(end=END_ACTION, tools=tools.render(style))
 
 
 def user_turn(task, vision=None, shown=()) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,9 +176,13 @@ class DeepSpeedStepper:
         self.engine, *_ = deepspeed.initialize(model=module, model_parameters=params, config=config)
         if self.zero3:
             module.register_head_for_zero3()
+        self.window = time.perf_counter()
 
-    def forward(self, groups) -> tuple[torch.Tensor, dict]:
-        return self.engine(groups)
+    def pack(self, groups):
+        return self.engine.module.pack(groups)
+
+    def forward(self, groups, batch=None) -> tuple[torch.Tensor, dict]:
+        return self.engine(groups, batch)
 
     def finish(self, model) -> None:
         if self.zero3:
@@ -194,11 +198,12 @@ class DeepSpeedStepper:
         del self.engine
 
     def backward_and_step(self, loss: torch.Tensor, boundary: bool, totals) -> dict | None:
-        finite = torch.tensor([1.0 if math.isfinite(float(loss.detach())) else 0.0], device=loss.device)
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if finite.item() == 0.0:  # some rank's loss is not finite: every rank skips this micro step
-            totals.refuse(float(loss.detach()), float("nan"))
-            return {"loss": float(loss.detach()), "grad_norm": float("nan"), "refused": True}
+            lost, _ = totals.settle()
+            totals.refuse(lost, float("nan"))
+            return {"loss": lost, "grad_norm": float("nan"), "refused": True}
         skipped = self.engine.skipped_steps
         self.engine.set_gradient_accumulation_boundary(boundary)  # our boundaries, as in one process
         self.engine.backward(loss)
@@ -207,11 +212,12 @@ class DeepSpeedStepper:
             return None
         norm = self.engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else float("nan")
-        loss_sum = totals.pending_loss
+        loss_sum, _ = totals.settle()
+        seconds, self.window = time.perf_counter() - self.window, time.perf_counter()
         if self.engine.skipped_steps > skipped:
-            totals.refuse(loss_sum, norm)
+            totals.refuse(loss_sum, norm, seconds)
             return {"loss": loss_sum, "grad_norm": norm, "refused": True}
-        totals.stepped(norm)
+        totals.stepped(norm, seconds)
         return {"loss": loss_sum, "grad_norm": norm, "refused": False}
 
 

@@ -8,8 +8,6 @@ for the whole step-DPO forward and again before the backward reaches the kernel.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from sport_fast.model.introspect import lm_head_weight
@@ -31,12 +29,14 @@ class TreeDPOModule(torch.nn.Module):
         import deepspeed
         deepspeed.zero.register_external_parameter(self, lm_head_weight(self.policy))
 
-    def forward(self, groups) -> tuple[torch.Tensor, dict]:
-        """(mean loss over the batch's pairs, a record of floats: loss, acc, margin, tokens, seconds)."""
-        t0 = time.perf_counter()
-        batch = make_tree_batch(self.policy, groups, candidates="paired", images=self.images, trie_impl=self.trie)
+    def pack(self, groups):
+        """The packed tree of ``groups``' pairs (run ahead, in a thread, by the trainer)."""
+        return make_tree_batch(self.policy, groups, candidates="paired", images=self.images, trie_impl=self.trie)
+
+    def forward(self, groups, batch=None) -> tuple[torch.Tensor, dict]:
+        """(mean loss over the batch's pairs, a record: loss, acc, margin as device tensors, packed tokens)."""
+        batch = batch if batch is not None else self.pack(groups)
         loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.cfg.beta,
                                            loss_type=self.cfg.loss_type, attn=self.attn, kernel_impl=self.kernel)
-        return loss, {"loss": float(loss.detach()), "acc": float(metrics["rewards/accuracies"]),
-                      "margin": float(metrics["rewards/margins"]), "tokens": batch.tree.num_tokens,
-                      "seconds": time.perf_counter() - t0}
+        return loss, {"loss": loss.detach(), "acc": metrics["rewards/accuracies"],
+                      "margin": metrics["rewards/margins"], "tokens": batch.tree.num_tokens}

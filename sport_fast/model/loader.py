@@ -18,6 +18,7 @@ import torch
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention")
 
 
 class ModelLoadError(RuntimeError):
@@ -35,14 +36,29 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_smollm2(dtype: torch.dtype = torch.float32):
+def load_smollm2(dtype: torch.dtype = torch.float32, attn_implementation: str | None = None):
     """(model, tokenizer) of SmolLM2-135M-Instruct, eval mode, on the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                 **_attention(attn_implementation))
     return model.eval(), tokenizer
+
+
+def resolve_attention(name: str) -> str | None:
+    """``auto``: FlexAttention on CUDA (the packed training forward's BlockMask needs it), the model's own
+    default elsewhere (None); else the name as given."""
+    if name not in ATTENTIONS:
+        raise ModelLoadError(f"model attn_implementation must be one of {', '.join(ATTENTIONS)}, got {name!r}")
+    if name == "auto":
+        return "flex_attention" if torch.cuda.is_available() else None
+    return name
+
+
+def _attention(name: str | None) -> dict:
+    return {} if name is None else {"attn_implementation": name}
 
 
 def load_tokenizer(path: str):
@@ -72,11 +88,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_base(path: str, dtype: str = "auto"):
+def load_base(path: str, dtype: str = "auto", attn_implementation: str = "auto"):
     """(model, tokenizer) of ``path`` ('smollm2' or a local folder) in ``dtype``, eval mode, on the default
-    device (the embedded default stays on the CPU, where it is meant to run)."""
-    if path == "smollm2":  # it runs on the CPU: float32 unless asked otherwise
-        return load_smollm2(torch.float32 if dtype == "auto" else resolve_dtype(dtype))
+    device (the embedded default stays on the CPU, where it is meant to run), with ``attn_implementation``
+    (``resolve_attention``)."""
+    if path == "smollm2":  # it runs on the CPU: float32, its own attention, unless asked otherwise
+        attention = None if attn_implementation == "auto" else resolve_attention(attn_implementation)
+        return load_smollm2(torch.float32 if dtype == "auto" else resolve_dtype(dtype), attention)
     torch_dtype = resolve_dtype(dtype)
     folder = Path(path)
     if not folder.is_dir():
@@ -86,7 +104,8 @@ def load_base(path: str, dtype: str = "auto"):
     try:  # a vision-language model (Qwen2-VL) is an image-text-to-text model to the Auto classes
         vision = getattr(AutoConfig.from_pretrained(folder), "vision_config", None) is not None
         loader = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-        model = loader.from_pretrained(folder, dtype=torch_dtype).to(default_device())
+        model = loader.from_pretrained(folder, dtype=torch_dtype, **_attention(resolve_attention(attn_implementation)))
+        model = model.to(default_device())
         return model.eval(), AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"model path {folder} cannot be loaded: {err}") from None
@@ -94,7 +113,7 @@ def load_base(path: str, dtype: str = "auto"):
 
 def load_policy(section):
     """(model, tokenizer) for training: ``section`` is a ``ModelSection``; LoRA adapters added when enabled."""
-    model, tok = load_base(section.path, section.dtype)
+    model, tok = load_base(section.path, section.dtype, section.attn_implementation)
     if section.gradient_checkpointing:
         enable_checkpointing(model)
     if section.lora.enabled:

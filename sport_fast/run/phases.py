@@ -115,7 +115,7 @@ def _initial(run, section):
     """The model the rounds started from: the base, with the warm start's weights if the run had one."""
     from sport_fast.model.loader import load_base
     from sport_fast.run.warm_start import restore
-    model, tok = load_base(section.path, section.dtype)
+    model, tok = load_base(section.path, section.dtype, section.attn_implementation)
     return restore(model, run.cfg, run.dir.root), tok
 
 

@@ -109,8 +109,12 @@ def _tools_and_sandbox(cfg):
     """(tools, sandbox, its self-test line); a sandbox that cannot run the tools is a ``SetupError``."""
     from sport_fast.sandbox.layers import self_test
     from sport_fast.sandbox.sandbox import Sandbox
-    from sport_fast.tools import default_registry
-    tools = default_registry()
+    from sport_fast.tools.tool_sets import describe_set, registry_for
+    try:
+        tools = registry_for(cfg.tools)
+        print(f"  {describe_set(tools)}", flush=True)
+    except (ValueError, TypeError, OSError) as err:
+        raise SetupError(f"tools: {err}") from None
     try:
         sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb,
                           tools=tools)

@@ -77,7 +77,8 @@ def make_agent(run, section, seed: int, **selection):
     workers and batches in flight from the explore section."""
     from sport_fast.agent.agent import Agent
     return Agent(run.sampler, run.chat, run.sandbox, run.tools, section, vision=run.vision, seed=seed,
-                 workers=run.cfg.explore.sandbox_workers, in_flight=run.cfg.explore.batches_in_flight, **selection)
+                 workers=run.cfg.explore.sandbox_workers, in_flight=run.cfg.explore.batches_in_flight,
+                 tool_style=run.cfg.tools.style, **selection)
 
 
 def follow(cfg, parallel) -> int:

@@ -13,7 +13,7 @@ import torch
 from sport_fast.sampler.growing_cache import growing_cache
 from sport_fast.sampler import prefix_attention
 from sport_fast.sampler.prefix_attention import PrefixPlan, attention_configs, decode_attention
-from sport_fast.sampler.static_decode import StaticDecoder
+from sport_fast.sampler.static_decode import StaticDecoder, shape_of
 
 class DynamicSteps:
     def __init__(self, model, caches: list, repeats: list[int]):
@@ -38,9 +38,16 @@ class DynamicSteps:
 class StaticSteps:
     """Rows of trajectory g live at g * K_max + i of the static layout; missing rows are dummies."""
 
-    def __init__(self, model, caches: list, repeats: list[int], capacity: int, graph: bool):
+    def __init__(self, model, caches: list, repeats: list[int], capacity: int, graph: bool, decoders: dict):
+        """``decoders``: the sampler's decoders by shape, reused (and their graphs replayed) across calls."""
         self.width = max(repeats)
-        self.decoder = StaticDecoder(model, caches, self.width, capacity, graph=graph)
+        key = (*shape_of(model, caches, self.width, capacity), graph)
+        if key in decoders:
+            decoders[key].load(caches)
+        else:
+            pool = torch.cuda.graph_pool_handle() if graph else None
+            decoders[key] = StaticDecoder(model, caches, self.width, capacity, graph=graph, pool=pool)
+        self.decoder = decoders[key]
         device = caches[0].layers[0].keys.device
         self.rows = torch.tensor([g * self.width + i for g, k in enumerate(repeats) for i in range(k)], device=device)
         self.repeats, self.total = repeats, len(caches) * self.width
@@ -51,13 +58,16 @@ class StaticSteps:
         return self.decoder.step(full_feed, full_pos, index)[self.rows]
 
     def pending_kv(self) -> list[list]:
-        return [[(layer.keys[g * self.width:g * self.width + k], layer.values[g * self.width:g * self.width + k])
-                 for layer in self.decoder.cache.layers] for g, k in enumerate(self.repeats)]
+        """Copies, not views: the decoder's buffers serve the next call of the same shape."""
+        rows = [slice(g * self.width, g * self.width + k) for g, k in enumerate(self.repeats)]
+        return [[(layer.keys[r].clone(), layer.values[r].clone()) for layer in self.decoder.cache.layers] for r in rows]
 
 
-def decode_steps(mode: str, model, caches: list, repeats: list[int], capacity: int):
-    """The decode backend for one ``sample_many`` call (``mode`` already resolved)."""
+def decode_steps(mode: str, model, caches: list, repeats: list[int], capacity: int, decoders: dict | None = None):
+    """The decode backend for one ``sample_many`` call (``mode`` already resolved); ``decoders``: where the
+    static modes keep their decoders between calls."""
     if mode == "dynamic":
         return DynamicSteps(model, caches, repeats)
-    return StaticSteps(model, caches, repeats, capacity, graph=mode == "graph")
+    return StaticSteps(model, caches, repeats, capacity, graph=mode == "graph",
+                       decoders={} if decoders is None else decoders)
 

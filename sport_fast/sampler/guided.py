@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.model.forward_lock import forward_lock
+from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.sampler.sampling import SamplingParams, draw, sample_rows
 
 
@@ -145,7 +146,8 @@ class GuidedDecoder:
 
     def _forward(self, cache, ids: list[int]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        out = self.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
+        with cached_forward_attention(self.model):
+            out = self.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True)
         return out.logits[0].float()
 
     def _encode(self, text: str) -> list[int]:

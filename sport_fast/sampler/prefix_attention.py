@@ -14,6 +14,7 @@ is visible). Hugging Face models reach this through a registered attention imple
 """
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -55,15 +56,21 @@ def shared_prefix_attention(module, query, key, value, attention_mask=None, scal
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T * scale) v and the log-sum-exp of the scores, scores in float32; ``mask`` (broadcast
-    to the scores) is True where a key is hidden. No row may be hidden whole."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale) v and the log-sum-exp of the scores, all in float32; ``mask`` (broadcast to
+    the scores) is True where a key is hidden. No row may be hidden whole.
+
+    16-bit inputs are multiplied in float32 (not rounded to 16 bits after the product, as a bf16 matmul's
+    output would be), as the fused attention of the training forward keeps its scores: the sampler's
+    log-probs then follow training's. The cost is the context's keys and values read once more per step,
+    small against the weights' reads at decode batch sizes."""
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    scores = torch.matmul(q32, k32.transpose(-1, -2)) * scale
     if mask is not None:
         scores = scores.masked_fill(mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - lse[..., None]).to(v.dtype)
-    return torch.matmul(probs, v).float(), lse
+    probs = torch.exp(scores - lse[..., None])
+    return torch.matmul(probs, v32), lse
 
 
 def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
@@ -96,3 +103,12 @@ def decode_attention(configs: list, name: str = NAME):
     finally:
         for cfg, impl in zip(configs, saved):
             cfg._attn_implementation_internal = impl
+
+
+def cached_forward_attention(model, configs: list | None = None):
+    """The attention a forward over a KV cache (prefill, scoring) runs: the model's own, except that a model
+    loaded for FlexAttention (the packed training forward's) runs SDPA there (same arithmetic, and it takes a
+    cache and a causal mask as they come)."""
+    if getattr(model.config, "_attn_implementation", None) != "flex_attention":
+        return contextlib.nullcontext()
+    return decode_attention(configs if configs is not None else attention_configs(model), "sdpa")

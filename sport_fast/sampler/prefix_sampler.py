@@ -28,6 +28,7 @@ import torch
 from transformers import DynamicCache
 
 from sport_fast.sampler.growing_cache import growing_cache
+from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.backends import decode_mode
 from sport_fast.sampler.decode_steps import decode_steps
 from sport_fast.sampler.sampling import Candidate, SamplingParams, sample_rows
@@ -74,6 +75,7 @@ class PrefixSampler:
         self.weights_version = 0          # cache epoch: bumped by every load_weights, invalidates caches
         self.version = 0                  # the weight version candidates are labelled with
         self.lock = forward_lock(model)
+        self._decoders: dict = {}  # the static decode modes' decoders by shape (a graph captured once each)
 
     # -- public API ------------------------------------------------------------------------------
     def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> CachedContext:
@@ -193,8 +195,9 @@ class PrefixSampler:
         else:
             start = traj.cached_len + traj.rope_delta
             positions = torch.arange(start, start + len(new_ids), device=device)[None]
-        out = self.model(input_ids=ids, past_key_values=traj.cache, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **extra)
+        with cached_forward_attention(self.model):
+            out = self.model(input_ids=ids, past_key_values=traj.cache, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **extra)
         traj.cached_len += len(new_ids)
         traj.prefilled_since_step += len(new_ids)
         return out.logits[0, -1].float()
@@ -204,7 +207,7 @@ class PrefixSampler:
         device = next(self.model.parameters()).device
         steps = max(p.max_new_tokens for _, _, p in rows)
         backend = decode_steps(decode_mode(self.decode, device), self.model, [t.cache for t in trajs],
-                               [len(ps) for ps in params], capacity=steps)
+                               [len(ps) for ps in params], capacity=steps, decoders=self._decoders)
         positions = torch.tensor([t.cached_len + t.rope_delta for t, _, _ in rows], device=device)[:, None]
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
                 for t, i, p in rows]

@@ -71,27 +71,41 @@ def static_prefix_attention(module, query, key, value, attention_mask=None, scal
 
 class StaticDecoder:
     """Decode steps for ``groups`` trajectories (batch-1 caches of any lengths) x ``k`` rows each, for up
-    to ``capacity`` new tokens; ``step(feed, positions, index)`` -> (rows, V) logits."""
+    to ``capacity`` new tokens; ``step(feed, positions, index)`` -> (rows, V) logits.
 
-    def __init__(self, model, caches: list[DynamicCache], k: int, capacity: int, graph: bool = False):
+    One decoder serves every ``sample_many`` call of its shape (``shape_of``): ``load`` copies the next call's
+    contexts into the same buffers, so a captured graph is captured once and replayed for all of them (no
+    synchronize, garbage collection and warm-ups per call). The capture is thread-local, so CUDA work on
+    another thread (an in-process judge server) cannot break it, and every graph shares one memory pool."""
+
+    def __init__(self, model, caches: list[DynamicCache], k: int, capacity: int, graph: bool = False, pool=None):
         AttentionInterface.register(NAME, static_prefix_attention)
-        self.model, self.graph, self.configs = model, None, attention_configs(model)
+        self.model, self.graph, self.configs, self.pool = model, None, attention_configs(model), pool
         first = caches[0].layers[0].keys
         device, dtype, kv_heads, dim = first.device, first.dtype, first.shape[1], first.shape[3]
-        lengths = [c.get_seq_length() for c in caches]
-        width = -(-max(lengths) // BUCKET) * BUCKET
+        width, layers = context_width(caches), len(caches[0].layers)
         self.index = torch.zeros(1, dtype=torch.long, device=device)
-        pad = torch.arange(width, device=device)[None, :] >= torch.tensor(lengths, device=device)[:, None]
-        self.plan = StaticPlan([_pool([c.layers[i].keys for c in caches], width) for i in range(len(caches[0].layers))],
-                               [_pool([c.layers[i].values for c in caches], width) for i in range(len(caches[0].layers))],
-                               pad, self.index, len(caches))
+        shape = (len(caches), kv_heads, width, dim)
+        pools = [[first.new_zeros(shape) for _ in range(layers)] for _ in ("keys", "values")]
+        self.plan = StaticPlan(*pools, torch.ones(len(caches), width, dtype=torch.bool, device=device), self.index,
+                               len(caches))
         rows = len(caches) * k
         self.cache = DynamicCache(config=model.config)
         self.cache.layers = [StaticSuffixLayer(rows, kv_heads, capacity, dim, dtype, device, self.index)
-                             for _ in caches[0].layers]
+                             for _ in range(layers)]
         self.feed = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.want_graph = graph
+        self.load(caches)
+
+    def load(self, caches: list[DynamicCache]) -> None:
+        """Copy ``caches``' contexts into the pool (in place: the buffers a captured graph reads)."""
+        lengths = torch.tensor([c.get_seq_length() for c in caches], device=self.index.device)
+        width = self.plan.prefix_pad.shape[1]
+        self.plan.prefix_pad.copy_(torch.arange(width, device=lengths.device)[None, :] >= lengths[:, None])
+        for i, (keys, values) in enumerate(zip(self.plan.keys, self.plan.values)):
+            _fill(keys, [c.layers[i].keys for c in caches])
+            _fill(values, [c.layers[i].values for c in caches])
 
     def step(self, feed: torch.Tensor, positions: torch.Tensor, index: int) -> torch.Tensor:
         self.feed.copy_(feed)
@@ -121,14 +135,22 @@ class StaticDecoder:
                 self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=self.pool, capture_error_mode="thread_local"):
             self.logits = self._forward()
 
 
-def _pool(tensors: list[torch.Tensor], width: int) -> torch.Tensor:
-    """(G, kv_heads, width, dim): each (1, kv_heads, L, dim) context at the start of its row, zeros after."""
-    first = tensors[0]
-    pool = first.new_zeros(len(tensors), first.shape[1], width, first.shape[3])
-    for g, t in enumerate(tensors):
+def context_width(caches: list[DynamicCache]) -> int:
+    """The pool's context length: the longest context rounded up to ``BUCKET``."""
+    return -(-max(c.get_seq_length() for c in caches) // BUCKET) * BUCKET
+
+
+def shape_of(model, caches: list[DynamicCache], k: int, capacity: int) -> tuple:
+    """What a decoder's buffers are sized by: reuse one for every call of the same shape."""
+    first = caches[0].layers[0].keys
+    return (id(model), len(caches), k, capacity, context_width(caches), first.dtype, str(first.device))
+
+
+def _fill(pool: torch.Tensor, contexts: list[torch.Tensor]) -> None:
+    """Each (1, kv_heads, L, dim) context at the start of its row of ``pool``; the rest is masked."""
+    for g, t in enumerate(contexts):
         pool[g, :, :t.shape[2]] = t[0]
-    return pool

@@ -6,8 +6,9 @@ GTA's rule), a list of reference sentences (GTA scores those by embedding simila
 left unscored here and counted as such), or null (image-generation queries: unscored).
 GAIA: ``metadata.jsonl``, lines {task_id, Question, Level, "Final answer", file_name, "Annotator Metadata":
 {Tools}}; files beside it.
-Expected tools are the benchmark's tool names mapped onto ours; names with no counterpart are kept
-(prefixed ``unavailable:``) so the report can count them rather than drop them silently.
+GTA's expected tools stay GTA's own names (``OCR``, ``TextToBbox``, ...): the evaluation counts them through
+the tool set's mapping (``ToolRegistry.benchmark_names``), so ToolAcc counts GTA's tools and a task that
+needs one the set lacks is reported as such. GAIA names none: its annotators' tool words map onto ours.
 """
 from __future__ import annotations
 
@@ -17,9 +18,6 @@ from pathlib import Path
 from sport_fast.run.durable import read_jsonl
 from sport_fast.tasks.task import Task
 
-GTA_TOOLS = {"OCR": "ocr", "Calculator": "calculator", "CountGivenObject": "count_objects",
-             "ImageDescription": "visual_qa", "RegionAttributeDescription": "visual_qa", "GoogleSearch": "web_search",
-             "TextToBbox": "count_objects", "Solver": "calculator", "MathOCR": "ocr"}
 GAIA_TOOL_WORDS = {"calculator": "calculator", "ocr": "ocr", "web browser": "web_search", "search engine": "web_search",
                    "image recognition": "visual_qa", "computer vision": "visual_qa", "python": "calculator",
                    "pdf": "read_file", "spreadsheet": "read_file", "excel": "read_file", "csv": "read_file"}
@@ -45,7 +43,7 @@ def _gta_task(root: Path, idx: str, item: dict) -> Task:
     whitelist = gt.get("whitelist") if isinstance(gt, dict) else None
     blacklist = gt.get("blacklist") if isinstance(gt, dict) else None
     return Task(id=f"gta-{idx}", question=question, answer=None, files=files, whitelist=whitelist,
-                blacklist=blacklist, expected_tools=_mapped(calls, GTA_TOOLS), split="eval", source="gta")
+                blacklist=blacklist, expected_tools=list(dict.fromkeys(calls)), split="eval", source="gta")
 
 
 def load_gaia(directory: str | Path) -> list[Task]:
@@ -68,15 +66,6 @@ def _gaia_task(root: Path, rec: dict, where: str) -> Task:
     answer = rec.get("Final answer")
     return Task(id=f"gaia-{rec['task_id']}", question=rec["Question"], answer=None if answer in (None, "?") else str(answer),
                 files=files, expected_tools=expected, split=f"level{rec.get('Level', '?')}", source="gaia")
-
-
-def _mapped(names: list[str], table: dict[str, str]) -> list[str]:
-    out = []
-    for name in names:
-        ours = table.get(name, f"unavailable:{name}")
-        if ours not in out:
-            out.append(ours)
-    return out
 
 
 def _read_json(path: Path):

@@ -152,3 +152,18 @@ def sport_tools(b: dict[str, Callable]) -> list[Tool]:
     if "web_search" in b:
         add(s.ask_search_agent, b["web_search"], convert=s.joined_results)
     return tools + [Tool("inspect_file_as_text", s.inspect_file_as_text)]
+
+
+def registry_for(section) -> ToolRegistry:
+    """The run's tools from its ``tools`` section (``set``, ``backends``; see ``backends.py``)."""
+    from sport_fast.tools.backends import backends_from_config
+    backends = backends_from_config(section.backends)
+    if section.set == "default":
+        return default_registry(vqa=backends.pop("vqa", None), web_search=backends.pop("web_search", None)) \
+            if not backends else _refuse_default(backends)
+    return tool_set(section.set, **backends)
+
+
+def _refuse_default(backends: dict):
+    raise ValueError(f"the default tool set has no tool that uses {', '.join(sorted(backends))}: choose "
+                     f"tools.set=gta or sport")

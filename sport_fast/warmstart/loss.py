@@ -7,7 +7,6 @@ group i and a prefix of group i+1's context: one trie node each, computed once.
 """
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import torch
@@ -45,9 +44,10 @@ class TreeSFTModule(torch.nn.Module):
         import deepspeed
         deepspeed.zero.register_external_parameter(self, lm_head_weight(self.policy))
 
-    def forward(self, groups: Sequence[StepGroup]) -> tuple[torch.Tensor, dict]:
-        t0 = time.perf_counter()
-        batch = make_tree_batch(self.policy, groups, candidates="all", images=self.images, trie_impl=self.trie)
+    def pack(self, groups: Sequence[StepGroup]):
+        return make_tree_batch(self.policy, groups, candidates="all", images=self.images, trie_impl=self.trie)
+
+    def forward(self, groups: Sequence[StepGroup], batch=None) -> tuple[torch.Tensor, dict]:
+        batch = batch if batch is not None else self.pack(groups)
         loss, _ = tree_sft_loss(self.policy, batch, attn=self.attn, kernel_impl=self.kernel)
-        return loss, {"loss": float(loss.detach()), "acc": None, "margin": None, "tokens": batch.tree.num_tokens,
-                      "seconds": time.perf_counter() - t0}
+        return loss, {"loss": loss.detach(), "acc": None, "margin": None, "tokens": batch.tree.num_tokens}

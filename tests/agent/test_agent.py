@@ -119,7 +119,7 @@ def test_gta_and_gaia_directories_load_and_score(smollm2, sandbox, tools, tmp_pa
         "task_id": "t1", "Question": "What is 2 to the 10th power?", "Level": 1, "Final answer": "1024",
         "file_name": "", "Annotator Metadata": {"Tools": "1. Calculator"}}) + "\n")
     gta, gaia = load_gta(tmp_path / "gta"), load_gaia(tmp_path / "gaia")
-    assert gta[0].expected_tools == ["calculator"] and gta[0].files == {"image/a.txt": str(tmp_path / "gta/image/a.txt")}
+    assert gta[0].expected_tools == ["Calculator"] and gta[0].files == {"image/a.txt": str(tmp_path / "gta/image/a.txt")}
     assert gaia[0].expected_tools == ["calculator"] and gaia[0].answer == "1024"
     tok = smollm2[1]
     plans = {gta[0].question: [[step_text("final_answer(f'The answer is {calculator(\"6*7\")}.')")]],

@@ -8,7 +8,9 @@ import torch
 from ds_case import case
 from sport_fast.config import TrainSection
 from sport_fast.model.loader import enable_checkpointing
-from sport_fast.dpo.trainer import LocalStepper, _Totals, train_round
+from sport_fast.dpo.stepper import LocalStepper
+from sport_fast.dpo.totals import TrainingTotals
+from sport_fast.dpo.trainer import train_round
 from tiny_models import tiny_qwen2
 
 
@@ -27,7 +29,7 @@ def test_bf16_parameters_step_through_float32_masters_exactly_as_float32_adamw()
     start = [p.detach().float().clone() for p in params]
     ref = [s.clone().requires_grad_(True) for s in start]
     ref_opt = torch.optim.AdamW(ref, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    totals = _Totals()
+    totals = TrainingTotals()
     for step in range(3):
         for micro in range(2):
             directions = _fixed_directions(params, seed=10 * step + micro)

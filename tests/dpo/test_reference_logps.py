@@ -46,10 +46,19 @@ def test_groups_with_ref_logps_are_skipped_unless_forced():
     assert groups[0].ref_logps != [0.0] * groups[0].num_candidates
 
 
-def test_token_budget_batches_keep_order_and_respect_the_budget():
+def test_token_budget_batches_keep_order_and_respect_the_budget_in_packed_tokens():
+    """The budget counts packed tokens (what the forward computes): every batch packs within it, and groups
+    that share a long prefix fit many more to a batch than their unpacked sizes would allow."""
+    from sport_fast import pack_step_groups
+    from sport_fast.data.step_group import StepGroup
     groups = random_groups(6, n_groups=8)
     batches = list(token_budget_batches(groups, 80))
     assert [g for b in batches for g in b] == groups
     for b in batches:
-        sizes = [len(g.context_ids) + sum(map(len, g.candidate_ids)) for g in b]
-        assert len(b) == 1 or sum(sizes) <= 80
+        assert len(b) == 1 or pack_step_groups(b).num_tokens <= 80, [len(g.context_ids) for g in b]
+    prompt = list(range(60))  # a long shared system prompt, as every task's context has
+    shared = [StepGroup(context_ids=prompt + [60 + i], candidate_ids=[[1, 2, 3 + i], [1, 2, 4]], chosen=0, rejected=[1])
+              for i in range(10)]
+    packed = list(token_budget_batches(shared, 150))
+    assert len(packed) == 1 and pack_step_groups(packed[0]).num_tokens <= 150, [len(b) for b in packed]
+    assert sum(len(g.context_ids) + 6 for g in shared) > 600, "unpacked, these would need five batches"

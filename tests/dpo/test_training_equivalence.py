@@ -1,5 +1,8 @@
 """End to end: a tiny model trained a few step-DPO steps with the fused kernel and with the plain-PyTorch
-path, from one seed, shows the same losses and ends at the same weights."""
+path, from one seed, shows the same losses and ends at the same weights.
+
+The Triton path takes CUDA tensors, or CPU ones under TRITON_INTERPRET=1 (tests/conftest.py sets it when
+there is no GPU): on a CUDA machine the models and their inputs go to the GPU, both halves alike."""
 import pytest
 import torch
 
@@ -9,12 +12,13 @@ from sport_fast.tree.batch import make_tree_batch
 from sport_fast.dpo.step_loss import tree_step_dpo_loss
 from tiny_models import random_groups, tiny_llama, tiny_qwen2
 
-needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and not INTERPRETING,
-                                  reason="Triton needs CUDA or TRITON_INTERPRET=1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(DEVICE == "cpu" and not INTERPRETING,
+                                  reason="the Triton half needs CUDA or TRITON_INTERPRET=1 (CPU tensors)")
 
 
 def train(make_model, kernel_impl: str, steps: int = 4):
-    model = make_model(21)
+    model = make_model(21).to(DEVICE)
     groups = random_groups(21)
     compute_ref_logps(model, groups)
     batch = make_tree_batch(model, groups, candidates="paired")

@@ -314,3 +314,34 @@ def test_sample_rows_equals_sample_token_row_by_row():
         assert tokens == [t for t, _ in want]
         torch.testing.assert_close(torch.tensor(logps), torch.tensor([lp for _, lp in want]))
     assert tokens[5] != int(logits[5].argmax()), "the penalty must move a greedy row off its repeated token"
+
+
+def test_a_model_loaded_for_flex_attention_samples_as_the_sdpa_one():
+    """Training's FlexAttention model in the sampler: its prefills run SDPA and its decode steps the
+    shared-prefix attention, so its candidates are the same tokens with the same log-probs."""
+    from transformers import Qwen2ForCausalLM
+    sdpa = tiny_qwen2(3)
+    flex = Qwen2ForCausalLM(sdpa.config.__class__(**{**sdpa.config.to_dict(), "attn_implementation": "flex_attention"}))
+    flex.load_state_dict(sdpa.state_dict())
+    assert flex.config._attn_implementation == "flex_attention"
+    params = [SamplingParams(temperature=0.9, max_new_tokens=6, seed=s) for s in range(3)]
+    a = PrefixSampler(sdpa.eval()).sample(PrefixSampler(sdpa).start([5, 9, 2, 7, 11]), params)
+    sampler = PrefixSampler(flex.eval())
+    b = sampler.sample(sampler.start([5, 9, 2, 7, 11]), params)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    torch.testing.assert_close(torch.tensor([c.logprobs for c in a]), torch.tensor([c.logprobs for c in b]))
+
+
+def test_the_static_decoder_of_a_shape_is_reused_across_calls_and_still_exact():
+    """Two sample_many calls of the same shape share one decoder (its graph would be captured once): the
+    second call's contexts are loaded into the same buffers, and its candidates equal the dynamic mode's."""
+    model = tiny_qwen2(5)
+    params = [SamplingParams(temperature=1.0, max_new_tokens=5, seed=s) for s in range(2)]
+    static, dynamic = PrefixSampler(model, decode="static"), PrefixSampler(model, decode="dynamic")
+    results = {}
+    for name, sampler in (("static", static), ("dynamic", dynamic)):
+        first = sampler.sample_many([(sampler.start([3, 4, 5]), params), (sampler.start([7, 8]), params)])
+        second = sampler.sample_many([(sampler.start([9, 1, 2, 6]), params), (sampler.start([11]), params)])
+        results[name] = [[c.token_ids for c in cands] for cands in first + second]
+    assert len(static._decoders) == 1, "the second call of the same shape built a new decoder"
+    assert results["static"] == results["dynamic"]

@@ -8,7 +8,6 @@ import pytest
 import torch
 from tiny_models import random_ids, tiny_qwen2, vl_tokenizer
 
-from sport_fast.data.step_group import StepGroup
 from sport_fast.tree.batch import make_tree_batch
 from sport_fast.warmstart.demonstrations import Demonstration, conversation_demonstrations
 from sport_fast.warmstart.loss import TreeSFTModule, tree_sft_loss
@@ -63,7 +62,7 @@ def test_the_module_trains_the_steps_and_its_records_have_no_pair_metrics():
     assert summary["train_steps"] == 4 and summary["reward_accuracy"] is None and summary["pairs"] == 0
     assert separate_nll(model, groups) < 0.8 * before, "four steps of SFT should lower the steps' NLL"
     loss, record = TreeSFTModule(model, TrainSection())(groups)
-    assert record["acc"] is None and record["loss"] == pytest.approx(separate_nll(model, groups), rel=1e-4)
+    assert record["acc"] is None and float(record["loss"]) == pytest.approx(separate_nll(model, groups), rel=1e-4)
 
 
 def test_conversation_files_become_one_group_per_assistant_turn(tmp_path):
