@@ -171,13 +171,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.explore:
         return explore_once(json.loads(args.explore))
+    import torch
+    torch.set_num_threads(1)  # the stamp names the arms' thread count (this process only waits on them)
+    base = {**stamp(), "workload": "W6-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}  # before measuring
     out = Path(tempfile.mkdtemp(prefix="w6_"))
     runners = {"ranks": run_ranks, "protocol": run_protocol, "judge": run_judge}
     try:
         rows = [row(r) for name in args.arms.split(",") for r in runners[name](out)]
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    base = {**stamp(), "workload": "W6-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}
     print(f"\n{'arm':34s} {'ranks':>5s} {'wall s':>7s} {'tasks/min':>9s} {'gen tok/s':>9s} {'groups':>6s} {'load':>5s}")
     for r in rows:
         if "wall_s" in r:
