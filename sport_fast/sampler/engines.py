@@ -12,7 +12,8 @@ After each round's training the policy's new weights go to every server, the way
   ``VLLM_SERVER_DEV_MODE=1``; SGLang: ``/flush_cache``), so no KV computed with the old weights is reused.
   vLLM and SGLang key cached blocks by adapter too, so a new adapter name alone never reads old KV; a reset
   that the engine does not offer is therefore a warning for LoRA and an error for full weights.
-Every call has a timeout; a refusal is an ``EngineError`` naming the server, the call and its reply.
+Every call has a timeout; a refusal (a non-200 reply, or a 200 whose JSON says ``"success": false``) or no
+answer is an ``EngineError`` on one line naming the server, the call and what the reply said.
 """
 from __future__ import annotations
 
@@ -79,19 +80,57 @@ class EngineAdmin:
         return self._post(self.engine.reset_cache, {}, missing_ok=True)
 
     def _post(self, route: str, body: dict, allow_failure: bool = False, missing_ok: bool = False) -> bool:
-        url = f"{self.root}/{route}"
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+        """True if the server took the call. A refusal (non-200, or a 200 whose JSON says ``"success": false``)
+        or no answer is an ``EngineError`` on one line, unless ``allow_failure`` (then False); with
+        ``missing_ok`` a route the server lacks (404/405) is False."""
+        call = f"{self.name} at {self.root}: POST /{route} {json.dumps(body)}"
+        request = urllib.request.Request(f"{self.root}/{route}", data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                reply.read()
-            return True
+                refused = refusal_in(reply.read())
         except urllib.error.HTTPError as err:
             if allow_failure or (missing_ok and err.code in (404, 405)):
                 return False
-            text = err.read().decode(errors="replace")[:300]
-            raise EngineError(f"{self.name} at {self.root}: POST /{route} {body} -> HTTP {err.code}: {text}") from None
-        except (urllib.error.URLError, OSError) as err:
+            raise EngineError(f"{call} -> HTTP {err.code}: {reply_message(err.read())}") from None
+        except (urllib.error.URLError, OSError) as err:  # refused, unreachable, timed out (TimeoutError)
             if allow_failure:
                 return False
-            raise EngineError(f"{self.name} at {self.root}: POST /{route} failed: {err}") from None
+            reason = one_line(str(getattr(err, "reason", err)))
+            raise EngineError(f"{call} failed: {reason} (timeout {self.timeout_s:g} s)") from None
+        if refused is not None and not allow_failure:
+            raise EngineError(f"{call} -> HTTP 200 but refused: {refused}")
+        return refused is None
+
+
+def reply_message(raw: bytes) -> str:
+    """What an engine's reply says, on one line: the JSON error's message (vLLM: ``error.message`` or
+    ``message``; SGLang: ``message`` or ``error_message``; FastAPI: ``detail``), else the body's text."""
+    text = raw.decode(errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        said = (error.get("message") if isinstance(error, dict) else error) or data.get("message") \
+            or data.get("error_message") or data.get("detail")
+        if said:
+            text = said if isinstance(said, str) else json.dumps(said)
+    return one_line(text) or "(empty reply)"
+
+
+def refusal_in(raw: bytes) -> str | None:
+    """The message of a 200 reply that still says no (a JSON body with ``"success": false``), else None: vLLM
+    answers a plain-text line or nothing, SGLang ``{"success": true, ...}``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return reply_message(raw) if isinstance(data, dict) and data.get("success") is False else None
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Whitespace (newlines included) collapsed to single spaces, cut at ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
