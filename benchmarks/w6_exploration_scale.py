@@ -12,7 +12,9 @@ with one intra-op thread (OMP_NUM_THREADS=1) so that every rank gets the same re
 
 Every arm runs the loop's own exploration phase (``run.phases.explore_round``) in fresh processes; times are
 the phase's wall clock on rank 0 (exploration and the merge, not the model loads). Usage:
-python benchmarks/w6_exploration_scale.py [--arms ranks,protocol,judge]
+python benchmarks/w6_exploration_scale.py [--arms ranks,protocol,judge] [--tasks N --batch B ...]
+(``--smoke``: 2 tasks in batches of 1, one step of 16 tokens, to check that every arm runs; its rows carry
+that shape, so point SPORT_BENCH_OUT elsewhere to keep them out of benchmarks/results/w6.jsonl.)
 """
 from __future__ import annotations
 
@@ -32,7 +34,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import append_rows, stamp  # noqa: E402
 
 SHAPE = {"tasks": 6, "batch": 3, "k": 4, "max_steps": 3, "max_new_tokens": 128, "threads_per_rank": 1}
-BASE = ["explore.batch=3", "eval.enabled=false"]
+BASE = ["eval.enabled=false"]
+SMOKE = {"tasks": 2, "batch": 1, "max_steps": 1, "max_new_tokens": 16}  # --smoke: every arm end to end, minutes
+
+
+def shape_overrides(shape: dict) -> list[str]:
+    """The recipe's keys for a shape (``threads_per_rank`` is the environment's, ``k`` the default's)."""
+    return [*BASE, f"tasks.per_round={shape['tasks']}", f"explore.batch={shape['batch']}",
+            f"explore.k={shape['k']}", f"explore.max_steps={shape['max_steps']}",
+            f"explore.max_new_tokens={shape['max_new_tokens']}"]
 
 
 def explore_once(overrides: list[str]) -> None:
@@ -62,7 +72,7 @@ def explore_once(overrides: list[str]) -> None:
 def arm(name: str, out: Path, overrides: list[str], ranks: int = 1) -> dict:
     """Run one arm in fresh processes; its explore summary, data and load average."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "SPORT_KILL_AT": ""}
-    args = [*BASE, f"out_dir={out / name}", *overrides]
+    args = [*shape_overrides(SHAPE), f"out_dir={out / name}", *overrides]
     if ranks > 1:
         from train_runs import free_port
         ds = ROOT / "sport_fast" / "configs" / "deepspeed" / "zero2-cpu.json"
@@ -168,9 +178,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--explore", help=argparse.SUPPRESS)
     parser.add_argument("--arms", default="ranks,protocol,judge")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny shape to check every arm runs: {SMOKE}")
+    for key in ("tasks", "batch", "max_steps", "max_new_tokens"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"default {SHAPE[key]}")
     args = parser.parse_args()
     if args.explore:
         return explore_once(json.loads(args.explore))
+    SHAPE.update({**(SMOKE if args.smoke else {}), **{k: v for k, v in vars(args).items() if k in SHAPE and v}})
+    if SHAPE["tasks"] % SHAPE["batch"] or SHAPE["tasks"] // SHAPE["batch"] < 2:
+        parser.error(f"--tasks must be a multiple of --batch with at least 2 batches (one per rank): {SHAPE}")
     import torch
     torch.set_num_threads(1)  # the stamp names the arms' thread count (this process only waits on them)
     base = {**stamp(), "workload": "W6-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}  # before measuring
