@@ -15,12 +15,8 @@ from pathlib import Path
 import yaml
 
 from sport_fast.agent.agent import AgentConfig
-from sport_fast.backends import DECODES, KERNELS, TREE_ATTENTIONS, TRIES
-from sport_fast.dpo.loss import LOSS_TYPES
+from sport_fast.config_rules import ConfigError, check_config
 from sport_fast.judge.step_judge import JudgeConfig
-from sport_fast.config_rules import ConfigError, check_judge_fields, check_tool_backends
-from sport_fast.tools.registry import STYLES as TOOL_STYLES
-from sport_fast.tools.tool_sets import SETS as TOOL_SETS
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"   # the recipes, shipped with the package
@@ -61,9 +57,15 @@ class TasksSection:
 class ExploreSection(AgentConfig):
     """How the agent explores (``agent.AgentConfig``'s fields) and what runs it."""
     batch: int = 4                   # tasks explored in lockstep: their candidates decode as one batch
+    batches_in_flight: int = 2       # lockstep batches at once: one decodes while others run and are judged (eval too)
     sandbox_timeout_s: float = 20.0  # wall-clock limit of one candidate's run
     sandbox_memory_mb: int = 2048    # address-space limit of one run
-    sandbox_workers: int = 4         # candidates executed at a time
+    sandbox_workers: int = 4         # candidates executed at a time, over all batches in flight (eval too)
+    backend: str = "embedded"        # embedded: the policy in this process | openai: inference servers
+    base_urls: list[str] = field(default_factory=list)  # backend=openai: one URL per replica (.../v1)
+    model: str = ""                  # backend=openai: the name the servers serve the base model under
+    engine: str = "vllm"             # backend=openai: vllm | sglang | sport_fast (how weights are hot-loaded)
+    timeout_s: float = 600.0         # backend=openai: per request
 
 
 @dataclass
@@ -134,7 +136,7 @@ class BackendsSection:
 @dataclass
 class DistributedSection:
     deepspeed: str = ""              # a DeepSpeed JSON (a path, or one of the package's configs/deepspeed/)
-    timeout_min: int = 360           # how long ranks wait for rank 0 (exploration) at a collective
+    timeout_min: int = 360           # how long a rank waits for the others at a collective (work, results)
 
 
 @dataclass
@@ -155,40 +157,7 @@ class Config:
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
-        _check_choice("tasks.source", self.tasks.source, ("suite", "file", "synth"))
-        _check_choice("judge.backend", self.judge.backend, ("serve", "openai", "local"))
-        _check_choice("judge.rule", self.judge.rule, ("sport", "all", "worst"))
-        _check_choice("train.reference", self.train.reference, ("initial", "round_start"))
-        _check_choice("train.loss_type", self.train.loss_type, LOSS_TYPES)
-        _check_choice("model.dtype", self.model.dtype, ("auto", "float32", "bfloat16", "float16"))
-        _check_choice("model.attn_implementation", self.model.attn_implementation,
-                      ("auto", "sdpa", "eager", "flex_attention"))
-        for key, choices in (("kernel", KERNELS), ("trie", TRIES), ("tree_attention", TREE_ATTENTIONS),
-                             ("decode", DECODES)):
-            _check_choice(f"backends.{key}", getattr(self.backends, key), choices)
-        if self.model.dtype == "float16" and not self.distributed.deepspeed:
-            raise ConfigError("model.dtype=float16 trains only under DeepSpeed (its fp16 section scales the loss); "
-                              "in one process use bfloat16")
-        if self.tasks.source == "file" and not self.tasks.train_file:
-            raise ConfigError("tasks.source=file needs tasks.train_file")
-        if self.judge.backend == "openai" and not (self.judge.base_url and self.judge.model):
-            raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
-        check_judge_fields(self.judge)
-        _check_choice("sft.source", self.sft.source, ("suite", "file"))
-        _check_choice("tools.set", self.tools.set, ("default", *TOOL_SETS))
-        _check_choice("tools.style", self.tools.style, TOOL_STYLES)
-        check_tool_backends(self.tools.backends)
-        if self.sft.enabled and self.sft.source == "file" and not self.sft.file:
-            raise ConfigError("sft.source=file needs sft.file")
-        if self.sft.enabled and self.distributed.deepspeed:
-            raise ConfigError("the warm start (sft.enabled) runs in one process: run python -m sport_fast.sft first, "
-                              "then train from the folder it writes (model.path=...)")
-        if min(self.explore.k, self.explore.batch, self.train.epochs, self.train.grad_accum,
-               self.eval.batch, self.explore.sandbox_workers) < 1:
-            raise ConfigError("explore.k, explore.batch, explore.sandbox_workers, train.epochs, "
-                              "train.grad_accum and eval.batch must be >= 1")
-        if self.rounds < 0:
-            raise ConfigError("rounds must be >= 0 (0: the warm start and the evaluation before it only)")
+        check_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -250,6 +219,11 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _typed(value, hint, key: str):
+    if typing.get_origin(hint) is list:  # list[str]; one string is a list of one
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"config key {key} must be a list of non-empty strings, got {value!r}")
+        return list(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
@@ -259,11 +233,6 @@ def _typed(value, hint, key: str):
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"config key {key} must be {hint.__name__}, got {value!r}")
     return value
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def recipe_path(name: str | Path) -> Path:

@@ -50,7 +50,8 @@ def _build_agent(args):
     sandbox = Sandbox(timeout_s=cfg.explore.sandbox_timeout_s, memory_mb=cfg.explore.sandbox_memory_mb, tools=tools)
     print(f"{describe_set(tools)}\n{self_test(sandbox)}", flush=True)
     return Agent(policy, ChatFormat(tokenizer), sandbox, tools, _agent_config(args, cfg), seed=cfg.seed,
-                 tool_style=cfg.tools.style)
+                 tool_style=cfg.tools.style, workers=cfg.explore.sandbox_workers,
+                 in_flight=cfg.explore.batches_in_flight)
 
 
 def _config(args):

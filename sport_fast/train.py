@@ -4,8 +4,10 @@ First the warm start when ``sft.enabled`` (``run/warm_start.py``: SFT on verifie
 round, as a flat sequence of phases (``run/phases.py``), each recorded in the run's manifest once done:
 tasks -> explore (K candidate steps per step, sandboxed, judged; step groups into the round's store) ->
 reference (log-prob sums, once per group) -> train (step-DPO on tree-packed batches, an atomic checkpoint)
--> sync (the sampler drops every cache built with the old weights) -> eval (held-out tasks, K=1; also once
-before the first round).
+-> publish (the new weights to what exploration samples from: the embedded sampler drops every cache
+built with the old weights; inference servers hot-load them) -> eval (held-out tasks, K=1; also once
+before the first round). Under a launcher (``distributed.deepspeed``) rank 0 runs this loop and every
+other rank follows it (``run/work.py``): all explore, evaluate and train, each its share.
 
 Re-running the same command resumes after the last completed phase; seeds come from the run, round, task,
 step and candidate, so a resumed run produces the data an uninterrupted one would. Bad input (config typo,
@@ -24,14 +26,17 @@ DEFAULT_RECIPE = "configs/default.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sport_fast.data.step_group import WeightVersionError
     from sport_fast.dpo.distributed import DistributedError
     from sport_fast.model.loader import ModelLoadError
+    from sport_fast.sampler.engines import EngineError
     from sport_fast.model.weights import WeightsError
     from sport_fast.run.errors import ResumeError, SetupError
     args = _parser().parse_args(argv)
     try:
         return run(load_config(args.config or DEFAULT_RECIPE, args.overrides))
-    except (ConfigError, SetupError, ResumeError, ModelLoadError, WeightsError, DistributedError) as err:
+    except (ConfigError, SetupError, ResumeError, ModelLoadError, WeightsError, DistributedError, WeightVersionError,
+            EngineError) as err:
         print(f"sport_fast.train: {err}", file=sys.stderr)
         return 2
 
@@ -39,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg) -> int:
     parallel = _join(cfg)
     if parallel is not None and not parallel.main:
-        return _follow(cfg, parallel)
+        from sport_fast.run.work import follow
+        return follow(cfg, parallel)
     try:
         return lead(cfg, parallel)
     finally:
@@ -53,6 +59,7 @@ def lead(cfg, parallel=None) -> int:
 
     from sport_fast.run import phases
     from sport_fast.run.metrics import initial_row, round_row, summary_line
+    from sport_fast.run.policy import publish
     from sport_fast.run.setup import build_run
     from sport_fast.run.warm_start import warm_start
     t_start = time.perf_counter()
@@ -76,7 +83,7 @@ def lead(cfg, parallel=None) -> int:
         groups, images = list(store), phases.store_images(run, store)
         phases.reference_round(run, r, store, groups, images)
         phases.train_round_phase(run, r, rdir, groups, images, seed)
-        run.sampler.load_weights()  # sync: no cache built with the old weights is used again
+        publish(run, r + 1)  # weight version r + 1: no cache or server keeps sampling the old weights
         phases.evaluate_heldout(run, r, rdir)
         row = round_row(run.dir, r, before, time.perf_counter() - t_round)
         run.metrics.log_round(row)
@@ -97,28 +104,6 @@ def _join(cfg):
     from sport_fast.model.loader import resolve_dtype
     return DataParallel.start(recipe_path(cfg.distributed.deepspeed), cfg.distributed.timeout_min,
                               resolve_dtype(cfg.model.dtype))
-
-
-def _follow(cfg, parallel) -> int:
-    """A rank other than 0: hold the policy, and train on each round's store when rank 0 says so."""
-    import torch
-
-    from sport_fast import backends
-    from sport_fast.data.store import StepStore
-    from sport_fast.dpo.trainer import train_round
-    from sport_fast.model.introspect import model_device
-    from sport_fast.model.loader import load_image_processor, load_policy
-    torch.manual_seed(cfg.seed)
-    model, _ = load_policy(cfg.model)
-    processor = load_image_processor(cfg.model.path, model)
-    chosen = backends.resolve(cfg.backends, model_device(model), model)
-    if parallel.zero3:  # only the template of each round's partitioned copy: it waits in host memory
-        model.to("cpu")
-    while (work := parallel.receive()) is not None:  # DeepSpeed broadcasts rank 0's weights at each start
-        store = StepStore(work["store"])
-        images = store.image_inputs(processor) if processor is not None else None
-        train_round(model, list(store), cfg.train, work["seed"], parallel=parallel, images=images, backends=chosen)
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -46,10 +46,29 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
      "judge.judge_model does not apply to judge.backend=openai"),
     (["judge.backend=serve", "judge.base_url=http://x/v1"], "judge.base_url does not apply to judge.backend=serve"),
     (["judge.backend=local", "judge.timeout_s=5"], "judge.timeout_s does not apply to judge.backend=local"),
+    (["explore.backend=vllm"], "explore.backend must be one of embedded, openai"),
+    (["explore.backend=openai"], "explore.backend=openai needs explore.base_urls .* and explore.model"),
+    (["explore.base_urls=[http://x/v1]"], "explore.base_urls does not apply to explore.backend=embedded"),
+    (["explore.engine=sglang"], "explore.engine does not apply to explore.backend=embedded"),
+    (["explore.backend=openai", "explore.base_urls=[http://x/v1]", "explore.model=m", "model.lora.enabled=false"],
+     "explore.engine=vllm hot-loads LoRA adapters only"),
+    (["explore.backend=openai", "explore.base_urls=[http://x/v1]", "explore.model=m", "explore.engine=tgi"],
+     "explore.engine must be one of vllm, sglang, sport_fast"),
+    (["explore.backend=openai", "explore.base_urls=[http://x/v1]", "explore.model=m", "sft.enabled=true"],
+     "explore.backend=openai samples from the model the servers loaded"),
+    (["explore.base_urls=[1, 2]"], "explore.base_urls must be a list of non-empty strings"),
+    (["explore.batches_in_flight=0"], "explore.batches_in_flight.* must be >= 1"),
 ])
 def test_bad_keys_and_values_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS / "default.yaml", overrides)
+
+
+def test_inference_servers_are_a_list_and_one_url_is_a_list_of_one():
+    servers = ["explore.backend=openai", "explore.model=m", "model.lora.enabled=false", "explore.engine=sglang"]
+    cfg = load_config(CONFIGS / "default.yaml", [*servers, "explore.base_urls=[http://a:8000/v1, http://b:8000/v1]"])
+    assert cfg.explore.base_urls == ["http://a:8000/v1", "http://b:8000/v1"]
+    assert load_config(None, [*servers, "explore.base_urls=http://a:8000/v1"]).explore.base_urls == ["http://a:8000/v1"]
 
 
 def test_a_typo_in_a_file_is_named(tmp_path):

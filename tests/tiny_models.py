@@ -120,3 +120,52 @@ def vision_tasks(folder: Path) -> list:
         tasks.append(Task(id=f"t{i}", question="w3 w4 w5", answer="w6",
                           files={"notes.txt": str(folder / f"notes{i}.txt"), "pic.png": str(folder / f"pic{i}.png")}))
     return tasks
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (every text round-trips exactly, no merges: one token per byte) with a ChatML
+    template: scripted policies write real Python steps with it, no model file needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tok
+
+
+# Whole agent steps as single tokens of a 101-token vocabulary: a random tiny model writes runnable steps
+# (some print, one raises, one answers, one is malformed), so exploration on it runs the sandbox and the judge.
+STEP_CODES = ["print(1)", "print(2)", "print(3)", "print(len('abc'))", "x = 1 / 0", "final_answer('w6')",
+              "print(4 * 4)"]
+
+
+def step_tokenizer():
+    """Word-level tokenizer of exactly ``VOCAB`` ids: ChatML specials, one token per whole step in
+    ``STEP_CODES`` (plus a malformed one), and filler words ``w0, w1, ...``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    specials = ["<|im_start|>", "<|im_end|>", "[PAD]", "[UNK]"]
+    steps = [f"Thought: step.\n```py\n{code}\n```<end_action>" for code in STEP_CODES] + ["Thought: none.<end_action>"]
+    words = [f"w{i}" for i in range(VOCAB - len(specials) - len(steps))]
+    vocab = {t: i for i, t in enumerate(words + steps + specials)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", eos_token="<|im_end|>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = ("{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
+    return tok
+
+
+def step_tasks(n: int, prefix: str = "t", first: int = 60) -> list:
+    """``n`` tasks of different question lengths (hence context lengths) whose answer is ``w6``; task i's
+    question opens with the word ``w<first + i>``, so no two (of different ``first``) look alike."""
+    from sport_fast.tasks.task import Task
+    words = lambda i: [f"w{first + i}"] + [f"w{(i * 7 + j) % 50}" for j in range(2 + i % 4)]  # noqa: E731
+    return [Task(id=f"{prefix}{i}", question=" ".join(words(i)), answer="w6") for i in range(n)]

@@ -11,25 +11,26 @@ Per step:
    ``on_abstain="follow_first_ran"``, the trajectory goes on with the first candidate that ran, so later
    steps can still be judged; with ``"stop"`` it ends there;
 4. the followed step's observation becomes the next user turn, prefilled on top of the cached context.
-``run_many`` runs several tasks in lockstep so that their candidates decode in one batch.
+``run_many`` runs several tasks in lockstep so that their candidates decode in one batch; each trajectory's
+candidates run and are judged as soon as they are sampled, in step workers; ``run_batches`` keeps several
+such batches in flight (``pipeline.py``) so that the model decodes one while the others wait on the
+sandbox and the judge.
 Stops at ``final_answer``, after ``max_steps``, after ``max_errors`` followed steps that failed, or on an
 abstention with ``on_abstain="stop"``. Everything is recorded: the trajectory is the raw material of step
 groups (``labels.py``).
 """
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 
 from sport_fast.agent.actions import END_ACTION, MalformedStep, parse_step
+from sport_fast.agent.pipeline import StepPools, in_flight
 from sport_fast.agent.prompt import system_prompt, user_turn
 from sport_fast.agent.records import CandidateRecord, Selector, StepRecord, TrajectoryRecord
 from sport_fast.sampler.sampling import Candidate, SamplingParams
-
-
 
 
 @dataclass
@@ -55,6 +56,15 @@ class AgentConfig:
             raise ValueError("temperatures must be >= 0 and top_p in (0, 1]")
 
 
+def lockstep_batches(tasks, batch: int) -> list[list]:
+    """Fixed slices of ``batch`` tasks, in order: a batch's membership never depends on which tasks are left,
+    so a batch re-run after a crash, or run by another rank, decodes exactly as it would have."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    tasks = list(tasks)
+    return [tasks[i:i + batch] for i in range(0, len(tasks), batch)]
+
+
 def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=()) -> int:
     """Test-time rule without a judge: the first candidate whose code ran, else candidate 0."""
     return next((i for i, c in enumerate(candidates) if c.ran), 0)
@@ -63,12 +73,13 @@ def first_that_ran(task, step: int, candidates: list[CandidateRecord], history=(
 class Agent:
     def __init__(self, policy, chat, sandbox, tools, config: AgentConfig | None = None,
                  select: Selector = first_that_ran, selection_name: str | None = None, vision=None, seed: int = 0,
-                 workers: int = 4, tool_style: str = "compact"):
+                 workers: int = 4, in_flight: int = 1, tool_style: str = "compact"):
         """``vision``: a ``VisionPrompt`` to show a vision-language policy the task's images; ``seed``: with the
         task, step and candidate, each candidate's sampling seed; ``workers``: sandbox runs at a time;
-        ``tool_style``: how the prompt lists the tools."""
+        ``in_flight``: lockstep batches run at once by ``run_batches`` (``agent.pipeline``); ``tool_style``: how
+        the prompt lists the tools."""
         self.policy, self.chat, self.sandbox, self.tools, self.vision = policy, chat, sandbox, tools, vision
-        self.config, self.seed, self.workers = config or AgentConfig(), seed, workers
+        self.config, self.seed, self.workers, self.in_flight = config or AgentConfig(), seed, workers, in_flight
         self.select = select
         self.selection_name = selection_name or getattr(select, "__name__", "custom")
         self.system = system_prompt(tools, tool_style)
@@ -76,36 +87,36 @@ class Agent:
     def run(self, task) -> TrajectoryRecord:
         return self.run_many([task])[0]
 
-    def run_batches(self, tasks, batch: int, skip=None) -> Iterator[tuple[list, list | None, float]]:
-        """(chunk, its trajectories, wall seconds per task) for fixed slices of ``batch`` tasks, each slice
-        run in lockstep; a slice for which ``skip(chunk)`` is true is not run (trajectories None). Fixed
-        slices of ``tasks`` (not of the tasks left) give a re-run slice the same decode batches."""
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        for first in range(0, len(tasks), batch):
-            chunk = tasks[first:first + batch]
-            if skip is not None and skip(chunk):
-                yield chunk, None, 0.0
-                continue
-            t0 = time.perf_counter()
-            trajectories = self.run_many(chunk)
-            yield chunk, trajectories, (time.perf_counter() - t0) / len(chunk)
+    def run_batches(self, chunks) -> Iterator[tuple[list, list, float]]:
+        """(chunk, its trajectories, wall seconds per task) for each chunk of tasks (``lockstep_batches``), in
+        order; each chunk runs in lockstep, up to ``in_flight`` chunks at once, their sandbox runs sharing
+        one pool of ``workers``. The trajectories equal those of running the chunks one after another."""
+        chunks = [list(c) for c in chunks]
+        if not chunks:
+            return
+        depth = min(self.in_flight, len(chunks))
+        with StepPools(self.workers, depth * max(len(c) for c in chunks)) as pools:
+            yield from in_flight(chunks, lambda chunk: self._lockstep(chunk, pools), depth)
 
     def run_many(self, tasks) -> list[TrajectoryRecord]:
         """The trajectories of ``tasks``, in lockstep: at each step every unfinished trajectory's K candidates
-        are sampled together (one decode batch with ``sample_many``), all candidates run in the sandbox, then
-        each trajectory is judged and continued. Each trajectory's data equals what ``run`` gives it alone,
-        up to the floating-point rounding of a different batch shape."""
+        are sampled together (one decode batch with ``sample_many``), then each trajectory's candidates run
+        in the sandbox and are judged as soon as they have run, and it is continued. Each trajectory's data
+        equals what ``run`` gives it alone, up to the floating-point rounding of a different batch shape."""
+        with StepPools(self.workers, len(tasks)) as pools:
+            return self._lockstep(list(tasks), pools)
+
+    def _lockstep(self, tasks: list, pools: StepPools) -> list[TrajectoryRecord]:
         episodes = [self._begin(task) for task in tasks]
         for step in range(self.config.max_steps):
             active = [e for e in episodes if e.record.stop_reason == ""]
             if not active:
                 break
             sampled = self._sample([(e.handle, self._params(e.task, step)) for e in active])
-            candidates = [[_parsed(c) for c in cands] for cands in sampled]
-            self._execute_all(active, candidates)
-            for episode, cands in zip(active, candidates):
-                self._advance(episode, step, cands)
+            settling = {pools.steps.submit(self._settle, e, step, [_parsed(c) for c in cands], pools): e
+                        for e, cands in zip(active, sampled)}
+            for done in as_completed(settling):  # each trajectory's own data: the order of these is immaterial
+                self._advance(settling[done], step, *done.result())
         for e in episodes:
             e.record.stop_reason = e.record.stop_reason or f"max_steps ({self.config.max_steps})"
         return [e.record for e in episodes]
@@ -126,17 +137,19 @@ class Agent:
             return self.policy.sample_many(requests)
         return [self.policy.sample(handle, params) for handle, params in requests]
 
-    def _execute_all(self, episodes: list["_Episode"], candidates: list[list[CandidateRecord]]) -> None:
-        """Every parsed candidate of every trajectory, each in a fresh sandbox, a few at a time."""
-        jobs = [(rec, e.task, e.chosen_code, e.chosen_errors) for e, cands in zip(episodes, candidates)
-                for rec in cands if rec.parse_error is None]
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), self.workers))) as pool:
-            list(pool.map(lambda job: self._execute(*job), jobs))
+    def _settle(self, e: "_Episode", step: int, candidates: list[CandidateRecord], pools: StepPools):
+        """(candidates, the selection) of one trajectory's step: every parsed candidate run in a fresh sandbox
+        (the shared pool), then judged; runs in a step worker, so other trajectories go on meanwhile."""
+        jobs = [pools.sandbox.submit(self._execute, rec, e.task, e.chosen_code, e.chosen_errors)
+                for rec in candidates if rec.parse_error is None]
+        for job in jobs:
+            job.result()
+        return candidates, self.select(e.task, step, candidates, e.record.followed_steps())
 
-    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord]) -> None:
-        """Select, record, and either stop the trajectory (setting its stop reason) or continue it."""
+    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord], selection) -> None:
+        """Record the selection, and either stop the trajectory (setting its stop reason) or continue it."""
         record = e.record
-        chosen, verdict = _selection(self.select(e.task, step, candidates, record.followed_steps()))
+        chosen, verdict = _selection(selection)
         follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
             first_that_ran(e.task, step, candidates)
         rec = StepRecord(context_tokens=_context_len(e.handle, e.record.context_ids), candidates=candidates, chosen=chosen,
@@ -207,7 +220,7 @@ def _selection(value) -> tuple[int | None, dict | None]:
 
 def _parsed(c: Candidate) -> CandidateRecord:
     rec = CandidateRecord(text=c.text or "", token_ids=list(c.token_ids), logprobs=list(c.logprobs),
-                          finish_reason=c.finish_reason)
+                          finish_reason=c.finish_reason, weight_version=c.weight_version)
     try:
         step = parse_step(rec.text)
         rec.thought, rec.code, rec.repairs = step.thought, step.code, step.repairs

@@ -77,22 +77,28 @@ def code_exec(outcomes: list[dict]) -> float | None:
 def evaluate(tasks, agent, out_dir: str | Path | None = None, progress=None, batch: int = 1) -> dict:
     """Run ``agent`` on every task, ``batch`` tasks in lockstep (their wall time shared equally); write
     per-task logs and the report under ``out_dir`` if given."""
-    outcomes, logs = [], []
-    names = getattr(agent.tools, "benchmark_names", None)
-    for chunk, trajectories, wall in agent.run_batches(tasks, batch):
-        for task, traj in zip(chunk, trajectories):
-            outcome = {**task_outcome(task, traj, names), "wall_s": round(wall, 3)}
-            outcomes.append(outcome)
-            logs.append({**outcome, "trajectory": traj.to_json()})
-            if progress:
-                progress(len(outcomes), len(tasks), outcome)
-    report = summarise(outcomes, agent.config.k, agent.selection_name)
+    from sport_fast.agent.agent import lockstep_batches
+    results = run_tasks(lockstep_batches(tasks, batch), agent, progress, total=len(tasks))
+    report = summarise([outcome for outcome, _ in results], agent.config.k, agent.selection_name)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "tasks.jsonl").write_text("".join(json.dumps(r, default=repr) + "\n" for r in logs))
+        lines = [json.dumps({**o, "trajectory": t}, default=repr) + "\n" for o, t in results]
+        (out / "tasks.jsonl").write_text("".join(lines))
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def run_tasks(chunks, agent, progress=None, total: int | None = None) -> list[tuple[dict, dict]]:
+    """(outcome, trajectory as JSON) of every task of ``chunks`` (lockstep batches), in order; a rank of a
+    data-parallel run evaluates its share of the batches this way."""
+    results, names = [], getattr(agent.tools, "benchmark_names", None)
+    for chunk, trajectories, wall in agent.run_batches(chunks):
+        for task, traj in zip(chunk, trajectories):
+            results.append(({**task_outcome(task, traj, names), "wall_s": round(wall, 3)}, traj.to_json()))
+            if progress:
+                progress(len(results), total or len(results), results[-1][0])
+    return results
 
 
 def load_any(path: str, fmt: str):

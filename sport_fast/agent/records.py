@@ -39,6 +39,7 @@ class CandidateRecord(ExecutionOutcome):
     has_final_answer: bool = False
     final_answer: object = None
     wall_s: float = 0.0
+    weight_version: int | None = None  # the weights it was sampled with (None: recorded before versions were)
 
     @property
     def ran(self) -> bool:

@@ -48,7 +48,12 @@ def step_groups(traj, rule: str = "sport", bleu_threshold: float = 0.3, meta: di
 
 def _group(traj, n: int, step, context: list[int], rejected: list[int], meta: dict, images: list[str]) -> StepGroup:
     cands = step.candidates
+    versions = {getattr(c, "weight_version", None) for c in cands}
+    if len(versions) > 1:
+        raise ValueError(f"task {traj.task_id} step {n}: candidates of weight versions {sorted(versions, key=str)} "
+                         f"in one step (they are sampled together)")
     return StepGroup(context_ids=list(context), candidate_ids=[c.token_ids for c in cands], chosen=step.chosen,
                      rejected=rejected, images=images, candidate_texts=[c.text for c in cands],
                      results=[{"ran": c.ran, "observation": c.observation[:2000], "error": c.error} for c in cands],
-                     verdict=step.verdict, meta={**meta, "task_id": traj.task_id, "step": n})
+                     verdict=step.verdict, meta={**meta, "task_id": traj.task_id, "step": n},
+                     weight_version=versions.pop())

@@ -22,6 +22,8 @@ class StepGroup:
     images: content hashes of the context's images, in order of appearance (see ``StepStore``).
     candidate_texts, results: per-candidate decoded text and execution result (any JSON value).
     verdict: the judge's raw decision record (any JSON object). meta: provenance (task id, step, ...).
+    weight_version: the weights the candidates were sampled with (training rounds behind them; None: a group
+    recorded before versions were). Not part of the content hash.
     """
     context_ids: list[int]
     candidate_ids: list[list[int]]
@@ -33,6 +35,7 @@ class StepGroup:
     results: list[Any] | None = None
     verdict: dict | None = None
     meta: dict = field(default_factory=dict)
+    weight_version: int | None = None
 
     def __post_init__(self) -> None:
         self.context_ids = [int(t) for t in self.context_ids]
@@ -87,3 +90,21 @@ class StepGroup:
         if unknown:
             raise ValueError(f"StepGroup: unknown fields {sorted(unknown)}")
         return cls(**record)
+
+
+class WeightVersionError(ValueError):
+    """Step groups sampled with other weights than the ones a round trains; the message names the versions."""
+
+
+def check_weight_versions(groups: list[StepGroup], expected: int) -> None:
+    """Refuse ``groups`` unless every one was sampled with weight version ``expected`` (the weights this
+    round trains from): DPO on another policy's samples is off-policy, and mixing it in would be silent.
+    Groups without a version (recorded before versions were) are accepted."""
+    wrong: dict[int, int] = {}
+    for g in groups:
+        if g.weight_version is not None and g.weight_version != expected:
+            wrong[g.weight_version] = wrong.get(g.weight_version, 0) + 1
+    if wrong:
+        found = ", ".join(f"{n} of version {v}" for v, n in sorted(wrong.items()))
+        raise WeightVersionError(f"this round trains on candidates of weight version {expected} only, but its "
+                                 f"store holds {found} (sampled with other weights); re-explore the round")

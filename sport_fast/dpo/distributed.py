@@ -1,15 +1,18 @@
 """Data-parallel step-DPO training over DeepSpeed ZeRO (stages 1, 2 and 3), launched by ``torchrun`` or
 ``deepspeed``.
 
-Rank 0 runs the round as one process would (tasks, exploration with the judge, reference log-probs, eval,
-checkpoints); the other ranks wait at a barrier, then every rank trains on its share of the round's batches
-(``trainer.shard``) and DeepSpeed averages the gradients. ZeRO-1/2 partition optimizer state and gradients,
-not parameters, so after each step every rank holds the same whole model and rank 0's sampler explores
-with it directly. ZeRO-3 also partitions the parameters: each round trains a partitioned copy of the policy
-(the whole policy stays with the sampler, which decodes on rank 0 alone), and the trained parameters are
-gathered back into the policy when the round's training ends. A step whose loss is not finite on any rank
-is skipped by all ranks; DeepSpeed itself skips a step whose gradients are not finite (counted as refused
-from its ``skipped_steps``).
+Rank 0 leads the round (tasks, the merge of explored data, reference log-probs, checkpoints); every rank
+explores and evaluates its share of the round's lockstep batches (``run.work``), then every rank trains on
+its share of the round's batches (``trainer.shard``) and DeepSpeed averages the gradients. ZeRO-1/2 partition
+optimizer state and gradients, not parameters, so after each step every rank holds the same whole model and
+its sampler explores with it directly. ZeRO-3 also partitions the parameters: each round trains a
+partitioned copy of the policy (the whole policy waits in host memory meanwhile), and the trained parameters
+are gathered back into every rank's policy when the round's training ends, so every rank samples with whole
+weights. A step whose loss is not finite on any rank is skipped by all ranks; DeepSpeed itself skips a step
+whose gradients are not finite (counted as refused from its ``skipped_steps``).
+
+Control messages (work, results, the set-up check) go over a gloo side group, on the CPU: a rank may wait
+there for hours while the others explore, which a NCCL collective would hold under its watchdog.
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ class DataParallel:
     rank: int
     world: int
     ds_config: dict
+    control: object = None           # the gloo group control messages travel on (None: the default group)
+    agreed: bool = False             # every rank's set-up succeeded (``agree``): work may be sent
 
     @classmethod
     def start(cls, ds_json: str | Path, timeout_min: int = 360, dtype: torch.dtype | None = None) -> "DataParallel":
@@ -88,10 +93,12 @@ class DataParallel:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
-        if torch.cuda.is_available():
+        timeout = datetime.timedelta(minutes=timeout_min)
+        if torch.cuda.is_available():  # first: the process group binds the current device
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size(), config)
+        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+        control = torch.distributed.new_group(backend="gloo", timeout=timeout)
+        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size(), config, control)
 
     @property
     def main(self) -> bool:
@@ -101,16 +108,33 @@ class DataParallel:
     def zero3(self) -> bool:
         return zero_stage(self.ds_config) == 3
 
+    def agree(self, problem: str | None) -> None:
+        """Every rank says whether its set-up succeeded; if one did not, every rank raises, naming it (so no
+        rank waits for work that will never come)."""
+        said = [None] * self.world
+        torch.distributed.all_gather_object(said, problem, group=self.control)
+        failed = [(r, p) for r, p in enumerate(said) if p is not None]
+        if failed:
+            raise DistributedError("; ".join(f"rank {r}: {p}" for r, p in failed))
+        self.agreed = True
+
     def send(self, work: dict | None) -> None:
-        """Rank 0: the next piece of work for the other ranks (None: stop)."""
-        if self.world > 1:
-            torch.distributed.broadcast_object_list([work], src=0)
+        """Rank 0: the next piece of work for the other ranks (None: stop). Nothing goes out before every
+        rank agreed its set-up succeeded (the others are gone otherwise)."""
+        if self.world > 1 and self.agreed:
+            torch.distributed.broadcast_object_list([work], src=0, group=self.control)
 
     def receive(self) -> dict | None:
         """Other ranks: wait (up to the timeout) for rank 0's next piece of work."""
         box = [None]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
+
+    def gather(self, result) -> list | None:
+        """Every rank's ``result`` on rank 0, in rank order (None on the others)."""
+        parts = [None] * self.world if self.main else None
+        torch.distributed.gather_object(result, parts, dst=0, group=self.control)
+        return parts
 
     def stepper(self, model, cfg, images=None, backends=None, module=TreeDPOModule) -> "DeepSpeedStepper":
         return DeepSpeedStepper(model, cfg, self.ds_config, images, backends, module)
@@ -118,7 +142,7 @@ class DataParallel:
     def merge(self, totals):
         """Every rank's training totals combined (losses and metrics of all real micro steps)."""
         parts = [None] * self.world
-        torch.distributed.all_gather_object(parts, totals.__dict__)
+        torch.distributed.all_gather_object(parts, totals.__dict__, group=self.control)
         merged = type(totals)()
         for part in parts:
             for key in ("losses", "accs", "margins"):

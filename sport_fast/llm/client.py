@@ -92,15 +92,17 @@ def _reply_of(reply, latency: float) -> ChatReply:
 
 class LocalChatBackend:
     """The local policy model as judge or writer: the prefix-caching sampler for free text, the guided
-    decoder for structured output. One request at a time (the model is shared)."""
+    decoder for structured output. One request at a time, and never during another forward of the same model
+    (the policy's exploration decodes in other threads): both hold the model's ``forward_lock``."""
 
     def __init__(self, model, tokenizer, name: str = "local"):
+        from sport_fast.model.forward_lock import forward_lock
         from sport_fast.sampler.guided import GuidedDecoder
         from sport_fast.sampler.prefix_sampler import PrefixSampler
         self.tokenizer, self.name = tokenizer, f"local:{name}"
         self.sampler = PrefixSampler(model, tokenizer)
         self.guided = GuidedDecoder(model, tokenizer)
-        self.lock = threading.Lock()
+        self.lock = forward_lock(model)
 
     def complete(self, request: ChatRequest) -> ChatReply:
         from sport_fast.model.chat_format import template_ids
@@ -126,7 +128,6 @@ class CachedBackend:
     def __init__(self, backend, path: str | Path):
         self.backend, self.path = backend, Path(path)
         self.name = backend.name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries = {rec["key"]: rec["reply"] for _, rec in read_jsonl(self.path)}
         self.lock = threading.Lock()
         self.hits = 0
@@ -146,6 +147,7 @@ class CachedBackend:
         if reply.error is None:
             with self.lock:
                 self.entries[key] = asdict(reply)
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # first write: the run directory exists by now
                 append_jsonl(self.path, {"key": key, "reply": asdict(reply)})
         return reply
 

@@ -23,12 +23,16 @@ def round_seed(seed: int, round_: int) -> int:
 
 
 def resume_weights(run) -> None:
-    """A resumed run starts from the last round whose training is done."""
+    """A resumed run starts from the last round whose training is done, on every rank; that round's weights
+    are published (version = rounds trained) to what exploration samples from."""
     from sport_fast.model.weights import load_trainable_state
+    from sport_fast.run.policy import publish
     done = [r for r in range(run.cfg.rounds) if run.dir.done(r, "train")]
     if done:
         load_trainable_state(run.model, run.dir.load_checkpoint(done[-1]))
-        run.sampler.load_weights()
+        if run.parallel is not None:
+            run.parallel.send({"kind": "weights", "checkpoint": str(run.dir.checkpoint_dir(done[-1]))})
+        publish(run, done[-1] + 1)
         print(f"  resumed weights from {run.dir.checkpoint_dir(done[-1])}", flush=True)
 
 
@@ -48,20 +52,26 @@ def round_tasks(run, r: int, rdir: Path) -> list:
 
 
 def explore_round(run, r: int, rdir: Path, tasks: list, seed: int):
-    """The round's store, explored (resuming a partly explored round where it stopped)."""
+    """The round's store, explored by every rank (each its share of the lockstep batches) and merged in task
+    order by this one (resuming a partly explored round where it stopped)."""
     from sport_fast.data.store import StepStore
-    from sport_fast.judge.step_judge import StepJudge
-    from sport_fast.run.explore import explore
+    from sport_fast.run.durable import repair_torn_tail
+    from sport_fast.run.explore import merge_round, share_size
     from sport_fast.run.metrics import cache_reuse
-    store, cfg = StepStore(rdir / "store"), run.cfg
+    from sport_fast.run.work import share
+    store, cfg, path = StepStore(rdir / "store"), run.cfg, rdir / "trajectories.jsonl"
     if not run.dir.done(r, "explore"):
-        judge = StepJudge(run.judge_backend, cfg.judge, seed=seed)
-        agent = _agent(run, cfg.explore, seed, select=judge, selection_name="judge")
-        with tqdm(total=len(tasks), desc=f"round {r} explore", leave=False) as bar:
-            summary = explore(tasks, agent, store, rdir / "trajectories.jsonl", rule=cfg.judge.rule,
-                              bleu_threshold=cfg.judge.bleu_threshold, round_=r, batch=cfg.explore.batch,
-                              progress=bar)
-        summary["cache_reuse"] = cache_reuse(rdir / "trajectories.jsonl")
+        if path.exists():
+            repair_torn_tail(path)  # before any rank reads it
+        t0 = time.perf_counter()
+        work = {"kind": "explore", "round": r, "dir": str(rdir), "tasks": tasks, "seed": seed, "version": r}
+        mine = share_size(tasks, cfg.explore.batch, 0, run.world, seed)
+        with tqdm(total=mine, desc=f"round {r} explore ({mine} of {len(tasks)} tasks here)", leave=False) as bar:
+            ranks = share(run, work, progress=bar)
+        summary = merge_round(tasks, rdir / "explore", store, path, rule=cfg.judge.rule,
+                              bleu_threshold=cfg.judge.bleu_threshold, round_=r)
+        summary.update(cache_reuse=cache_reuse(path), weight_version=r, ranks=ranks,
+                       wall_s=round(time.perf_counter() - t0, 3))
         run.dir.mark(r, "explore", summary)
     return store
 
@@ -111,12 +121,14 @@ def _initial(run, section):
 
 def train_round_phase(run, r: int, rdir: Path, groups: list, images, seed: int) -> None:
     """Step-DPO on the round's groups (every rank, when data-parallel), then an atomic checkpoint."""
+    from sport_fast.data.step_group import check_weight_versions
     from sport_fast.dpo.trainer import train_round
     from sport_fast.model.weights import trainable_state
     if run.dir.done(r, "train"):
         return
+    check_weight_versions(groups, expected=r)  # round r trains on what version r sampled, nothing else
     if run.parallel is not None:
-        run.parallel.send({"store": str(rdir / "store"), "seed": seed})
+        run.parallel.send({"kind": "train", "store": str(rdir / "store"), "seed": seed})
     with tqdm(desc=f"round {r} train batches", leave=False) as bar:
         steps = iter(range(1 << 30))
         summary = train_round(run.model, groups, run.cfg.train, seed, progress=bar, parallel=run.parallel,
@@ -128,23 +140,22 @@ def train_round_phase(run, r: int, rdir: Path, groups: list, images, seed: int) 
 
 
 def evaluate_heldout(run, r: int | str, folder: Path) -> None:
-    """Held-out AnsAcc / ToolAcc / CodeExec (K=1) into ``folder/eval_<tag>.json`` and the manifest."""
-    from sport_fast.agent.evaluation import evaluate
+    """Held-out AnsAcc / ToolAcc / CodeExec (K=1) into ``folder/eval_<tag>.json`` and the manifest; every rank
+    evaluates its share of the batches, the report is over all tasks in their order."""
+    from sport_fast.agent.evaluation import summarise
     from sport_fast.run.durable import atomic_write_json
+    from sport_fast.run.explore import share_size
+    from sport_fast.run.work import share
     cfg = run.cfg
     if not cfg.eval.enabled or run.dir.done(r, "eval"):
         return
     tag = "initial" if r == "initial" else f"round_{r}"
     tasks = run.tasks.heldout[: cfg.eval.n_tasks]
-    with tqdm(total=len(tasks), desc=f"eval {tag}", leave=False) as bar:
-        report = evaluate(tasks, _agent(run, cfg.eval, cfg.seed), None, progress=lambda i, n, o: bar.update(1),
-                          batch=cfg.eval.batch)
+    work = {"kind": "eval", "tasks": tasks, "seed": cfg.seed, "version": 0 if r == "initial" else r + 1}
+    mine = share_size(tasks, cfg.eval.batch, 0, run.world, cfg.seed)
+    with tqdm(total=mine, desc=f"eval {tag} ({mine} of {len(tasks)} tasks here)", leave=False) as bar:
+        ranks = share(run, work, progress=bar)
+    outcomes = [o for _, o in sorted((pair for part in ranks for pair in part["outcomes"]), key=lambda p: p[0])]
+    report = summarise(outcomes, cfg.eval.k, ranks[0]["selection"])
     atomic_write_json(folder / f"eval_{tag}.json", report)
     run.dir.mark(r, "eval", report)
-
-
-def _agent(run, section, seed: int, **selection):
-    """The agent acting as ``section`` says (the explore and eval sections are ``AgentConfig``s)."""
-    from sport_fast.agent.agent import Agent
-    return Agent(run.sampler, run.chat, run.sandbox, run.tools, section, vision=run.vision, seed=seed,
-                 workers=run.cfg.explore.sandbox_workers, tool_style=run.cfg.tools.style, **selection)

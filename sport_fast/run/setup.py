@@ -14,52 +14,95 @@ from sport_fast.run.errors import SetupError
 
 @dataclass
 class RunParts:
-    """Everything a run's phases use, built once at its start."""
+    """Everything a run's phases use, built once at its start; on a rank other than 0, what it needs to
+    explore, evaluate and train (``build_rank``: no run directory, tasks or metrics)."""
     cfg: object
-    dir: object                # run.run_dir.RunDir
     backends: object           # sport_fast.backends.Backends
     model: object
     tokenizer: object
     processor: object          # the image processor of a vision-language policy, else None
     vision: object             # agent.vision_prompt.VisionPrompt, else None
-    tasks: object              # run.task_sets.TaskSets
     judge_backend: object
     stop_judge: object
     tools: object
     sandbox: object
-    sampler: object
+    sampler: object            # the policy exploration samples from (run.policy: embedded or servers)
     chat: object
-    metrics: object
     parallel: object = None    # dpo.distributed.DataParallel, or None in one process
+    dir: object = None         # run.run_dir.RunDir (rank 0)
+    tasks: object = None       # run.task_sets.TaskSets (rank 0)
+    metrics: object = None     # run.metrics.RunMetrics (rank 0)
     frozen: dict = field(default_factory=dict)   # a frozen initial model, once loaded (full fine-tuning)
     sandbox_report: str = ""   # the sandbox's self-test: its layers, and the tools imported in the isolated child
+
+    @property
+    def rank(self) -> int:
+        return self.parallel.rank if self.parallel is not None else 0
+
+    @property
+    def world(self) -> int:
+        return self.parallel.world if self.parallel is not None else 1
 
 
 def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
     """The run's parts (``cfg``: a ``Config``, ``config_yaml`` its resolved text): see the module docstring
-    for the order."""
+    for the order. With several ranks, every rank's set-up must succeed before the run directory is opened."""
+    from sport_fast.run.metrics import RunMetrics
+    from sport_fast.run.run_dir import RunDir
+    from sport_fast.run.task_sets import load_task_sets
+    root = Path(cfg.out_dir)
+
+    def prepare():
+        tools, sandbox, report = _tools_and_sandbox(cfg)  # a broken sandbox is one line, before anything loads
+        tasks = load_task_sets(cfg, root)
+        run = build_rank(cfg, parallel, (tools, sandbox, report))
+        run.tasks = tasks
+        return run
+    run = agreed(parallel, prepare)
+    run.dir = RunDir(root, config_yaml, run.backends.to_json())
+    run.tasks.place(root)
+    run.metrics = RunMetrics(run.dir.root)
+    return run
+
+
+def build_rank(cfg, parallel=None, sandboxed=None) -> RunParts:
+    """What every rank needs to explore, evaluate and train: the policy and what samples from it, the
+    judge, the sandbox and its tools (``sandboxed``: those three, when already built)."""
     from sport_fast import backends as backend_choice
     from sport_fast.agent.vision_prompt import VisionPrompt
     from sport_fast.model.chat_format import ChatFormat
     from sport_fast.model.introspect import model_device
     from sport_fast.model.loader import load_image_processor, load_policy
-    from sport_fast.run.metrics import RunMetrics
-    from sport_fast.run.run_dir import RunDir
-    from sport_fast.run.task_sets import load_task_sets
-    from sport_fast.sampler.prefix_sampler import PrefixSampler
-    root = Path(cfg.out_dir)
-    tools, sandbox, report = _tools_and_sandbox(cfg)  # a broken sandbox is one line, before anything loads
-    tasks = load_task_sets(cfg, root)
+    from sport_fast.run.policy import exploration_policy
+    tools, sandbox, report = sandboxed or _tools_and_sandbox(cfg)
     model, tok = load_policy(cfg.model)
     processor = load_image_processor(cfg.model.path, model)
     chosen = backend_choice.resolve(cfg.backends, model_device(model), model)
-    judge_backend, stop_judge = start_judge(cfg.judge, root, policy=(model, tok), dtype=cfg.model.dtype)
-    run_dir = RunDir(root, config_yaml, chosen.to_json())
-    tasks.place(root)
-    return RunParts(cfg, run_dir, chosen, model, tok, processor, VisionPrompt.for_model(model, tok, processor),
-                    tasks, judge_backend, stop_judge, tools, sandbox,
-                    PrefixSampler(model, tok, seed=cfg.seed, decode=chosen.decode), ChatFormat(tok),
-                    RunMetrics(run_dir.root), parallel, sandbox_report=report)
+    vision = VisionPrompt.for_model(model, tok, processor)
+    policy = exploration_policy(cfg, model, tok, chosen, vision)
+    rank = parallel.rank if parallel is not None else 0
+    judge_backend, stop_judge = start_judge(cfg.judge, Path(cfg.out_dir), policy=(model, tok), dtype=cfg.model.dtype,
+                                            cache="judge_cache.jsonl" if rank == 0 else f"judge_cache.rank{rank}.jsonl")
+    return RunParts(cfg, chosen, model, tok, processor, vision, judge_backend, stop_judge, tools, sandbox, policy,
+                    ChatFormat(tok), parallel, sandbox_report=report)
+
+
+def agreed(parallel, build):
+    """``build()``, and with several ranks the agreement that every rank's set-up succeeded: a rank whose
+    set-up failed raises its own error; the others raise one naming it (none waits for it)."""
+    if parallel is None:
+        return build()
+    from sport_fast.dpo.distributed import DistributedError
+    try:
+        parts = build()
+    except Exception as err:  # noqa: BLE001 - told to the other ranks, then raised here as it was
+        try:
+            parallel.agree(f"{type(err).__name__}: {err}")
+        except DistributedError:
+            pass
+        raise
+    parallel.agree(None)
+    return parts
 
 
 def _tools_and_sandbox(cfg):
@@ -81,9 +124,10 @@ def _tools_and_sandbox(cfg):
 
 
 # -- judge -------------------------------------------------------------------------------------------
-def start_judge(cfg, root: Path, policy=None, dtype: str = "auto"):
+def start_judge(cfg, root: Path, policy=None, dtype: str = "auto", cache: str = "judge_cache.jsonl"):
     """(chat backend behind a request cache, a stop function). ``cfg``: a ``JudgeSection``; ``dtype``: what a
-    served judge model loads in (the recipe's ``model.dtype``)."""
+    served judge model loads in (the recipe's ``model.dtype``); ``cache``: the cache file's name in ``root``
+    (one per rank: each appends only to its own)."""
     from sport_fast.llm.client import CachedBackend, LocalChatBackend, OpenAIChatBackend
     stop = lambda: None  # noqa: E731
     if cfg.backend == "local":
@@ -97,7 +141,7 @@ def start_judge(cfg, root: Path, policy=None, dtype: str = "auto"):
         backend = OpenAIChatBackend(base_url, model, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
                                     max_concurrency=cfg.max_concurrency, structured=cfg.structured)
         _check_reachable(backend, base_url)
-    return CachedBackend(backend, root / "judge_cache.jsonl"), stop
+    return CachedBackend(backend, root / cache), stop
 
 
 def _serve_judge(name: str, dtype: str):

@@ -55,7 +55,8 @@ def demonstration_groups(run) -> list:
     if sft.source == "file":
         return [g for trajectory in conversation_demonstrations(sft.file, run.tokenizer) for g in trajectory]
     tasks = chosen_tasks(run.tasks.train, sft.families, sft.n_tasks)
-    demos, failed = reference_demonstrations(tasks, run.chat, run.tools, run.sandbox, run.cfg.tools.style)
+    demos, failed = reference_demonstrations(tasks, run.chat, run.tools, run.sandbox, run.cfg.tools.style,
+                                             workers=run.cfg.explore.sandbox_workers)
     if failed:
         print(f"warm start: {len(failed)} reference programs did not reach their answer, left out: {failed}",
               flush=True)

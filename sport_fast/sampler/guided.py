@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from sport_fast.model.forward_lock import forward_lock
 from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.sampler.sampling import SamplingParams, draw, sample_rows
 
@@ -79,7 +80,12 @@ class GuidedDecoder:
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[int], schema: dict, params: SamplingParams) -> GuidedReply:
+        """One reply; holds the model's ``forward_lock`` (the policy may be decoding in another thread)."""
         fields = parse_flat_schema(schema)
+        with forward_lock(self.model):
+            return self._generate(prompt_ids, fields, params)
+
+    def _generate(self, prompt_ids: list[int], fields: list[Field], params: SamplingParams) -> GuidedReply:
         gen = torch.Generator().manual_seed(params.seed if params.seed is not None else 0)
         cache, state = DynamicCache(), _State(text="", generated=0, finish="stop")
         logits = self._feed(cache, list(prompt_ids))

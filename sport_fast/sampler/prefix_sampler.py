@@ -14,6 +14,9 @@ forward per decoded token for all their rows.
 Token-in, token-out: candidate ids are kept verbatim, so the next context is token-identical to what was
 sampled and to what training packs. ``load_weights`` bumps a version; a trajectory whose cache predates
 it rebuilds the cache from its own token ids before serving anything: stale KV is never used.
+Every candidate carries ``version``, the weight version the loop published (``load_weights(version=...)``).
+The public calls hold the model's ``forward_lock``: threads may call them at once (the agent's batches in
+flight), and their forwards run one at a time.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.backends import decode_mode
 from sport_fast.sampler.decode_steps import decode_steps
 from sport_fast.sampler.sampling import Candidate, SamplingParams, sample_rows
+from sport_fast.model.forward_lock import forward_lock
 from sport_fast.model.vision import check_images, context_positions
 
 
@@ -68,7 +72,9 @@ class PrefixSampler:
         self.tokenizer = tokenizer
         self.seed = seed
         self.decode = decode
-        self.weights_version = 0
+        self.weights_version = 0          # cache epoch: bumped by every load_weights, invalidates caches
+        self.version = 0                  # the weight version candidates are labelled with
+        self.lock = forward_lock(model)
         self._decoders: dict = {}  # the static decode modes' decoders by shape (a graph captured once each)
 
     # -- public API ------------------------------------------------------------------------------
@@ -97,6 +103,10 @@ class PrefixSampler:
             raise ValueError("sample: need at least one SamplingParams per trajectory")
         if len({id(traj) for traj, _ in requests}) != len(requests):
             raise ValueError("sample_many: a trajectory appears twice")
+        with self.lock:
+            return self._sample_many(requests)
+
+    def _sample_many(self, requests) -> list[list[Candidate]]:
         for traj, _ in requests:
             self._ensure_prefilled(traj)
         counters = [StepCounters(context_tokens=len(t.context_ids), prefilled_tokens=t.prefilled_since_step,
@@ -113,6 +123,10 @@ class PrefixSampler:
         """Continue ``traj`` with pending candidate ``candidate`` and the observation that followed it."""
         if not 0 <= candidate < len(traj.pending):
             raise ValueError(f"commit: no pending candidate {candidate} (have {len(traj.pending)})")
+        with self.lock:
+            self._commit(traj, candidate, observation_ids)
+
+    def _commit(self, traj: CachedContext, candidate: int, observation_ids: Sequence[int]) -> None:
         chosen = traj.pending[candidate].token_ids
         if traj.weights_version == self.weights_version:
             kept = len(chosen) - 1  # the last sampled token was never fed (or fed after it ended)
@@ -129,6 +143,10 @@ class PrefixSampler:
     def fork(self, traj: CachedContext, extra_ids: Sequence[int] = ()) -> CachedContext:
         """A new trajectory whose context is ``traj``'s plus ``extra_ids``: ``traj``'s KV is copied (not
         recomputed) and only ``extra_ids`` are prefilled. ``traj`` itself is left as it was."""
+        with self.lock:
+            return self._fork(traj, extra_ids)
+
+    def _fork(self, traj: CachedContext, extra_ids: Sequence[int]) -> CachedContext:
         self._ensure_prefilled(traj)
         child = CachedContext(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
                            cached_len=traj.cached_len, last_logits=traj.last_logits,
@@ -137,13 +155,22 @@ class PrefixSampler:
             child.last_logits = self._prefill(child, [int(t) for t in extra_ids])
         return child
 
-    def load_weights(self, state_dict: dict | None = None) -> None:
-        """After a training step: load ``state_dict`` (full or LoRA, if given) and invalidate every cache."""
-        if state_dict is not None:
-            missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
-            if unexpected:
-                raise ValueError(f"load_weights: unknown parameters {unexpected[:3]}")
-        self.weights_version += 1
+    def load_weights(self, state_dict: dict | None = None, version: int | None = None) -> None:
+        """After a training step: load ``state_dict`` (full or LoRA, if given) and invalidate every cache;
+        ``version``: the weight version later candidates carry (unchanged if None)."""
+        with self.lock:
+            if state_dict is not None:
+                missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+                if unexpected:
+                    raise ValueError(f"load_weights: unknown parameters {unexpected[:3]}")
+            self.weights_version += 1
+            self.version = self.version if version is None else version
+
+    def set_version(self, version: int) -> None:
+        """Label later candidates with weight version ``version``. A new version means new weights (trained
+        in place), so every cache built before it is invalidated."""
+        if version != self.version:
+            self.load_weights(version=version)
 
     # -- internals -------------------------------------------------------------------------------
     def _ensure_prefilled(self, traj: CachedContext) -> None:
@@ -184,7 +211,7 @@ class PrefixSampler:
         positions = torch.tensor([t.cached_len + t.rope_delta for t, _, _ in rows], device=device)[:, None]
         gens = [torch.Generator().manual_seed(p.seed if p.seed is not None else self._derived_seed(t, i))
                 for t, i, p in rows]
-        cands = [Candidate() for _ in rows]
+        cands = [Candidate(weight_version=self.version) for _ in rows]
         logits = torch.stack([t.last_logits for t, _, _ in rows])
         for step in range(steps):
             active = [r for r, c in enumerate(cands) if c.finish_reason is None]

@@ -35,11 +35,13 @@ class SamplingParams:
 
 @dataclass
 class Candidate:
-    """A sampled step: token ids verbatim, each token's model log-prob, why it ended, decoded text."""
+    """A sampled step: token ids verbatim, each token's model log-prob, why it ended, decoded text, and the
+    weight version it was sampled with (the number of training rounds behind those weights; None: unknown)."""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" or "length"
     text: str | None = None
+    weight_version: int | None = None
 
 
 def sample_rows(logits: torch.Tensor, params: list[SamplingParams], histories: list,

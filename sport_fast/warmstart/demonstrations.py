@@ -45,13 +45,16 @@ def thought_for(code: str, tool_names: list[str]) -> str:
     return f"I call {', '.join(used)} and print what I need." if used else "I work it out from what I have."
 
 
-def reference_demonstrations(tasks, chat, tools, sandbox, tool_style: str = "compact") \
+def reference_demonstrations(tasks, chat, tools, sandbox, tool_style: str = "compact", workers: int = 4) \
         -> tuple[list[Demonstration], list[str]]:
-    """(demonstrations of the tasks whose reference program reaches their answer, ids of those that did not);
-    ``tool_style``: the prompt's tool list, as the agent that will act renders it."""
+    """(demonstrations of the tasks whose reference program reaches their answer, ids of those that did not),
+    in task order; ``tool_style``: the prompt's tool list, as the agent that will act renders it; ``workers``
+    tasks' programs run at a time (their steps one after another)."""
+    from concurrent.futures import ThreadPoolExecutor
     system, kept, failed = system_prompt(tools, tool_style), [], []
-    for task in tasks:
-        demo = _reference_demonstration(task, chat, tools, sandbox, system)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        demos = list(pool.map(lambda task: _reference_demonstration(task, chat, tools, sandbox, system), tasks))
+    for task, demo in zip(tasks, demos):
         (kept.append(demo) if demo is not None else failed.append(task.id))
     return kept, failed
 

@@ -32,3 +32,30 @@ def test_json_roundtrip_and_unknown_fields():
     assert StepGroup.from_json(a.to_json()) == a
     with pytest.raises(ValueError, match="unknown fields"):
         StepGroup.from_json({**a.to_json(), "chosen_index": 1})
+
+
+def test_weight_versions_old_records_load_and_training_refuses_other_versions():
+    """Records written before weight versions existed still load (version None, accepted); a group of
+    another version than the round trains is refused in one line naming both."""
+    from sport_fast.agent.records import TrajectoryRecord
+    from sport_fast.data.rejection import step_groups
+    from sport_fast.data.step_group import WeightVersionError, check_weight_versions
+    old = {"task_id": "t", "context_ids": [1, 2], "steps": [{"context_tokens": 2, "chosen": 0, "followed": None,
+           "candidates": [{"text": "a", "token_ids": [3], "logprobs": [-1.0], "finish_reason": "stop"},
+                          {"text": "b", "token_ids": [4], "logprobs": [-2.0], "finish_reason": "stop"}]}]}
+    traj = TrajectoryRecord.from_json(old)
+    assert traj.steps[0].candidates[0].weight_version is None
+    groups = step_groups(traj, rule="all")
+    assert [g.weight_version for g in groups] == [None]
+    check_weight_versions(groups, expected=3)
+    legacy = StepGroup.from_json({k: v for k, v in groups[0].to_json().items() if k != "weight_version"})
+    assert legacy.weight_version is None
+    for c in traj.steps[0].candidates:
+        c.weight_version = 1
+    versioned = step_groups(traj, rule="all")
+    check_weight_versions(versioned, expected=1)
+    with pytest.raises(WeightVersionError, match="weight version 2 only, but its store holds 1 of version 1"):
+        check_weight_versions(versioned + groups, expected=2)
+    traj.steps[0].candidates[1].weight_version = 2
+    with pytest.raises(ValueError, match="candidates of weight versions \\[1, 2\\] in one step"):
+        step_groups(traj, rule="all")

@@ -40,6 +40,17 @@ def test_two_gloo_ranks_equal_one_process_accumulating_the_same_batches(tmp_path
     assert any(not torch.equal(initial[k], v) for k, v in model.state_dict().items()), "nothing was trained"
 
 
+def test_a_rank_whose_set_up_fails_stops_every_rank_with_one_line_naming_it():
+    """Rank 1 cannot set up: both ranks stop at once (none waits for work), rank 0 naming rank 1's problem."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(ROOT / "tests" / "agree_rank.py"), str(ROOT / "sport_fast" / "configs" / "deepspeed" / "zero2-cpu.json")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "rank 0 stopped: DistributedError: rank 1: SetupError: no sandbox on this rank" in run.stderr, run.stderr[-3000:]
+    assert "rank 1 stopped: SetupError: no sandbox on this rank" in run.stderr
+
+
 def test_shard_gives_every_rank_the_same_number_of_micro_steps():
     assert shard([4, 0, 3, 1, 2], 0, 2) == [(4, True), (3, True), (2, True)]
     assert shard([4, 0, 3, 1, 2], 1, 2) == [(0, True), (1, True), (4, False)]

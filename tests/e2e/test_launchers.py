@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.parametrize("launcher, ds_json", [("deepspeed", "zero3-cpu.json")])
 def test_train_command_under_a_launcher_with_two_ranks(tmp_path, launcher, ds_json):
     """``deepspeed --num_gpus 2 --module sport_fast.train`` (which passes --local_rank) with ZeRO-3 on the
-    cut-down default: rank 0 explores and judges, both ranks train the round's LoRA pairs, rank 0 checkpoints
-    trained adapters, both exit cleanly. ("torchrun" runs the same command under torchrun; CI runs one launcher
+    cut-down default: each rank explores and judges one of the round's two lockstep batches (rank 1 with the
+    whole policy on its own device and its own local judge), both ranks train the round's LoRA pairs, rank 0
+    checkpoints trained adapters, both exit cleanly. ("torchrun" runs the same command under torchrun; CI runs one launcher
     to stay within its time: torchrun is exercised by the gloo equality tests above, ZeRO-2 there too.)"""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SPORT_KILL_AT": "", "DS_ACCELERATOR": "cpu"}
@@ -25,13 +26,14 @@ def test_train_command_under_a_launcher_with_two_ranks(tmp_path, launcher, ds_js
                            "--master_port", str(port), "-m"],
               "deepspeed": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
                             "--master_port", str(port), "--module"]}[launcher]
-    cmd = [*launch, "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"),
+    cmd = [*launch, "sport_fast.train", *DEFAULT, *small_run(tmp_path, "ds"), "explore.batch=1",
            f"distributed.deepspeed={ROOT / 'sport_fast' / 'configs' / 'deepspeed' / ds_json}"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())["phases"]["0"]
     assert manifest["train"]["pairs"] > 0 and manifest["train"]["train_steps"] > 0, manifest["train"]
     assert manifest["train"]["refused_steps"] == 0
+    assert [(r["rank"], r["batches"]) for r in manifest["explore"]["ranks"]] == [(0, 1), (1, 1)], manifest["explore"]
     checkpoint = tmp_path / "ds" / "checkpoints" / "round_0"
     assert (checkpoint / "COMPLETE").exists()
     from safetensors.torch import load_file

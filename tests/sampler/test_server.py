@@ -153,3 +153,39 @@ def test_backend_retries_5xx_a_bounded_number_of_times():
     with pytest.raises(openai.InternalServerError):
         OpenAIStepSampler(broken.url, "m", timeout_s=5, max_retries=1).sample([1], [SamplingParams()])
     assert broken.hits == 2
+
+
+def test_each_candidate_keeps_its_own_seed_through_requests_with_n():
+    """Candidates with equal parameters and consecutive seeds share a request with n (the server gives choice i
+    seed + i); any other candidate gets a request of its own, so every candidate is sampled with its seed."""
+    from sport_fast.sampler.remote import seed_runs
+    p = lambda seed, t=1.2: SamplingParams(temperature=t, seed=seed, max_new_tokens=5)  # noqa: E731
+    assert seed_runs([p(5), p(6), p(9), p(10, 0.7), p(7)]) == [[0, 1, 4], [2], [3]]
+    assert seed_runs([p(None), p(None), p(3)]) == [[0, 1], [2]]
+
+
+def test_requests_that_arrive_while_the_model_is_busy_decode_as_one_batch(server):
+    url, service = server
+    sizes, original = [], service.sampler.sample_many
+    service.sampler.sample_many = lambda reqs: sizes.append(sum(len(p) for _, p in reqs)) or original(reqs)
+    results = {}
+
+    def ask(i):
+        reply = client(url).completions.create(model="tiny", prompt=PROMPT + [50 + i], temperature=0, max_tokens=4)
+        results[i] = reply.choices[0].model_dump()["token_ids"]
+    try:
+        with service.lock:  # the model is busy: the six requests queue up meanwhile
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            deadline = time.time() + 20
+            while len(service.batcher.queue) < 6 and time.time() < deadline:
+                time.sleep(0.01)
+        for t in threads:
+            t.join(60)
+        assert sizes == [6], f"decode batches of {sizes} rows: the queued requests were not decoded together"
+        alone = [client(url).completions.create(model="tiny", prompt=PROMPT + [50 + i], temperature=0,
+                                                max_tokens=4).choices[0].model_dump()["token_ids"] for i in range(6)]
+        assert [results[i] for i in range(6)] == alone
+    finally:
+        service.sampler.sample_many = original

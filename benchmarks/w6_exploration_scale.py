@@ -1,0 +1,212 @@
+"""W6 (BENCHMARKS.md), CPU: exploration at scale. The default round's exploration (SmolLM2-135M fp32, the
+offline suite's first 6 training tasks, K=4, 3 steps, 128 new tokens) in lockstep batches of 3, every process
+with one intra-op thread (OMP_NUM_THREADS=1) so that every rank gets the same resources:
+
+  ranks     1 rank against 2 gloo ranks (torchrun), the default judge (SmolLM2 behind sport_fast.serve on
+            loopback, one per rank): tasks per minute, and whether the data are identical;
+  protocol  the embedded sampler against python -m sport_fast.serve in its own process (explore.backend=openai,
+            token ids over the real openai client), with a judge that answers at once: the cost of the protocol;
+  judge     a judge with a fixed 1 s latency per call (a scripted OpenAI-compatible server): one batch in flight
+            and one judge call at a time, against two batches in flight and four calls at a time: the wall time
+            the overlap saves, and whether the data are identical.
+
+Every arm runs the loop's own exploration phase (``run.phases.explore_round``) in fresh processes; times are
+the phase's wall clock on rank 0 (exploration and the merge, not the model loads). Usage:
+python benchmarks/w6_exploration_scale.py [--arms ranks,protocol,judge] [--tasks N --batch B ...]
+(``--smoke``: 2 tasks in batches of 1, one step of 16 tokens, to check that every arm runs; its rows carry
+that shape, so point SPORT_BENCH_OUT elsewhere to keep them out of benchmarks/results/w6.jsonl.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT / "tests"))
+from common import append_rows, stamp  # noqa: E402
+
+SHAPE = {"tasks": 6, "batch": 3, "k": 4, "max_steps": 3, "max_new_tokens": 128, "threads_per_rank": 1}
+BASE = ["eval.enabled=false"]
+SMOKE = {"tasks": 2, "batch": 1, "max_steps": 1, "max_new_tokens": 16}  # --smoke: every arm end to end, minutes
+
+
+def shape_overrides(shape: dict) -> list[str]:
+    """The recipe's keys for a shape (``threads_per_rank`` is the environment's, ``k`` the default's)."""
+    return [*BASE, f"tasks.per_round={shape['tasks']}", f"explore.batch={shape['batch']}",
+            f"explore.k={shape['k']}", f"explore.max_steps={shape['max_steps']}",
+            f"explore.max_new_tokens={shape['max_new_tokens']}"]
+
+
+def explore_once(overrides: list[str]) -> None:
+    """One rank of an arm (under torchrun for several): the round-0 exploration phase of the default recipe."""
+    from sport_fast import train
+    from sport_fast.config import dump_config, load_config
+    from sport_fast.run import phases
+    from sport_fast.run.setup import build_run
+    from sport_fast.run.work import follow
+    cfg = load_config("default", overrides)
+    parallel = train._join(cfg)
+    if parallel is not None and not parallel.main:
+        follow(cfg, parallel)
+        return
+    import torch
+    torch.manual_seed(cfg.seed)
+    run = build_run(cfg, dump_config(cfg), parallel)
+    try:
+        rdir = run.dir.round_dir(0)
+        phases.explore_round(run, 0, rdir, phases.round_tasks(run, 0, rdir), phases.round_seed(cfg.seed, 0))
+    finally:
+        if parallel is not None:
+            parallel.send(None)
+        run.stop_judge()
+
+
+def arm(name: str, out: Path, overrides: list[str], ranks: int = 1) -> dict:
+    """Run one arm in fresh processes; its explore summary, data and load average."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "SPORT_KILL_AT": ""}
+    args = [*shape_overrides(SHAPE), f"out_dir={out / name}", *overrides]
+    if ranks > 1:
+        from train_runs import free_port
+        ds = ROOT / "sport_fast" / "configs" / "deepspeed" / "zero2-cpu.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
+               str(free_port()), __file__, "--explore", json.dumps([*args, f"distributed.deepspeed={ds}"])]
+    else:
+        cmd = [sys.executable, __file__, "--explore", json.dumps(args)]
+    load = os.getloadavg()[0]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"arm {name} failed:\n{done.stderr[-4000:]}")
+    summary = json.loads((out / name / "manifest.json").read_text())["phases"]["0"]["explore"]
+    print(f"  {name}: {summary['wall_s']:.1f} s, {summary['tasks']} tasks, {summary['generated_tokens']} tokens "
+          f"(load {load:.2f})", flush=True)
+    return {"arm": name, "ranks": ranks, "summary": summary, "data": data(out / name / "round_0"),
+            "load_avg_1min_before": round(load, 2)}
+
+
+def data(rdir: Path) -> list:
+    """The round's trajectories and groups without what legitimately differs between runs."""
+    def untimed(v):
+        if isinstance(v, dict):
+            return {k: untimed(x) for k, x in v.items() if k not in ("wall_s", "latency_s", "cached")}
+        return [untimed(x) for x in v] if isinstance(v, list) else v
+    lines = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+    return untimed(lines(rdir / "trajectories.jsonl")) + untimed(lines(rdir / "store" / "groups.jsonl"))
+
+
+def fixed_latency_judge(seconds: float):
+    """A judge that picks the first tag offered after ``seconds`` (deterministic given the request)."""
+    from fake_openai import FakeOpenAI, chat_reply
+
+    def respond(path, body, server):
+        time.sleep(seconds)
+        tags = body["response_format"]["json_schema"]["schema"]["properties"]["best"]["enum"]
+        return 200, chat_reply(f'{{"best": "{tags[0]}", "reason": "listed first"}}')
+    return FakeOpenAI(respond)
+
+
+def judge_at(url: str) -> list[str]:
+    return ["judge.backend=openai", f"judge.base_url={url}", "judge.model=m"]
+
+
+def serve(port: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sport_fast.serve", "--model", "smollm2", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    while "on http://" not in (line := proc.stdout.readline()):
+        if not line and proc.poll() is not None:
+            raise RuntimeError("sport_fast.serve did not start")
+    return proc
+
+
+def run_ranks(out: Path) -> list[dict]:
+    one, two = arm("ranks_1", out, []), arm("ranks_2", out, [], ranks=2)
+    return [one, two, compare("2 ranks vs 1 rank", two, one)]
+
+
+def run_protocol(out: Path) -> list[dict]:
+    from train_runs import free_port
+    judge, port = fixed_latency_judge(0.0), free_port()
+    server = serve(port)
+    try:
+        embedded = arm("embedded_sampler", out, judge_at(judge.url))
+        served = arm("served_sport_fast", out, [*judge_at(judge.url), "explore.backend=openai", "explore.engine=sport_fast",
+                                                 f"explore.base_urls=[http://127.0.0.1:{port}/v1]", "explore.model=smollm2"])
+    finally:
+        server.kill()
+        judge.close()
+    return [embedded, served, compare("sport_fast.serve vs embedded", served, embedded)]
+
+
+def run_judge(out: Path) -> list[dict]:
+    judge = fixed_latency_judge(1.0)
+    try:
+        seq = arm("judge_1s_sequential", out, [*judge_at(judge.url), "explore.batches_in_flight=1",
+                                               "judge.max_concurrency=1"])
+        over = arm("judge_1s_overlapped", out, [*judge_at(judge.url), "explore.batches_in_flight=2",
+                                                "judge.max_concurrency=4"])
+    finally:
+        judge.close()
+    return [seq, over, compare("overlapped vs sequential judge", over, seq)]
+
+
+def compare(name: str, new: dict, old: dict) -> dict:
+    a, b = new["summary"], old["summary"]
+    return {"arm": name, "speedup_tasks_per_min": (b["wall_s"] / a["wall_s"]), "wall_s_saved": b["wall_s"] - a["wall_s"],
+            "identical_data": new["data"] == old["data"]}
+
+
+def row(result: dict) -> dict:
+    if "summary" not in result:
+        return result
+    s = result["summary"]
+    return {"arm": result["arm"], "ranks": result["ranks"], "wall_s": s["wall_s"], "tasks": s["tasks"],
+            "tasks_per_min": 60 * s["tasks"] / s["wall_s"], "generated_tokens": s["generated_tokens"],
+            "generated_tokens_per_s": s["generated_tokens"] / s["wall_s"], "groups": s["groups"],
+            "judge_calls": s["judge_calls"], "rank_walls_s": [r["wall_s"] for r in s["ranks"]],
+            "load_avg_1min_before": result["load_avg_1min_before"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--explore", help=argparse.SUPPRESS)
+    parser.add_argument("--arms", default="ranks,protocol,judge")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny shape to check every arm runs: {SMOKE}")
+    for key in ("tasks", "batch", "max_steps", "max_new_tokens"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"default {SHAPE[key]}")
+    args = parser.parse_args()
+    if args.explore:
+        return explore_once(json.loads(args.explore))
+    SHAPE.update({**(SMOKE if args.smoke else {}), **{k: v for k, v in vars(args).items() if k in SHAPE and v}})
+    if SHAPE["tasks"] % SHAPE["batch"] or SHAPE["tasks"] // SHAPE["batch"] < 2:
+        parser.error(f"--tasks must be a multiple of --batch with at least 2 batches (one per rank): {SHAPE}")
+    import torch
+    torch.set_num_threads(1)  # the stamp names the arms' thread count (this process only waits on them)
+    base = {**stamp(), "workload": "W6-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}  # before measuring
+    out = Path(tempfile.mkdtemp(prefix="w6_"))
+    runners = {"ranks": run_ranks, "protocol": run_protocol, "judge": run_judge}
+    try:
+        rows = [row(r) for name in args.arms.split(",") for r in runners[name](out)]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\n{'arm':34s} {'ranks':>5s} {'wall s':>7s} {'tasks/min':>9s} {'gen tok/s':>9s} {'groups':>6s} {'load':>5s}")
+    for r in rows:
+        if "wall_s" in r:
+            print(f"{r['arm']:34s} {r['ranks']:5d} {r['wall_s']:7.1f} {r['tasks_per_min']:9.2f} "
+                  f"{r['generated_tokens_per_s']:9.1f} {r['groups']:6d} {r['load_avg_1min_before']:5.2f}")
+        else:
+            print(f"{r['arm']:34s} ratio {r['speedup_tasks_per_min']:.2f}x, saved {r['wall_s_saved']:.1f} s, "
+                  f"identical data: {'yes' if r['identical_data'] else 'no'}")
+    path = append_rows("w6", [{**base, **r} for r in rows])
+    print(f"rows appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
