@@ -66,6 +66,8 @@ def _push(run, version: int) -> None:
                 raise SetupError(f"{url} offers no prefix-cache reset: KV of the old weights could be reused "
                                  f"(vLLM: start it with VLLM_SERVER_DEV_MODE=1)")
             print(f"  {url}: no prefix-cache reset offered; the new adapter's name keeps old KV apart", flush=True)
+        if lora and version > 1:  # the last round's adapter is no longer sampled: free its slot on the server
+            admin.unload_adapter(adapter_name(cfg, version - 1))
     what = f"adapter {adapter_name(cfg, version)}" if lora else "full weights"
     print(f"  published weight version {version} ({what}, {folder}) to {len(cfg.explore.base_urls)} server(s)",
           flush=True)

@@ -67,8 +67,12 @@ class EngineAdmin:
 
     def load_adapter(self, name: str, path: str) -> None:
         """Load the adapter folder ``path`` under ``name``, replacing one of that name if loaded."""
-        self._post(self.engine.unload_adapter, {"lora_name": name}, allow_failure=True)
+        self.unload_adapter(name)
         self._post(self.engine.load_adapter, {"lora_name": name, "lora_path": str(path)})
+
+    def unload_adapter(self, name: str) -> bool:
+        """Unload the adapter ``name``; False if the server had none of that name (or refused)."""
+        return self._post(self.engine.unload_adapter, {"lora_name": name}, allow_failure=True)
 
     def update_weights(self, path: str) -> None:
         if self.engine.update_weights is None:
