@@ -248,5 +248,14 @@ def recipe_path(name: str | Path) -> Path:
     return path
 
 
+def reread_config(path: str | Path) -> str | None:
+    """A run's saved config file as this release resolves it (keys added since at their defaults); None if it
+    no longer loads (a key removed or renamed since)."""
+    try:
+        return dump_config(load_config(path))
+    except ConfigError:
+        return None
+
+
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sport_fast.config import ConfigError, dump_config, load_config
+from sport_fast.config import ConfigError, dump_config, load_config, reread_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def run(cfg, out: Path) -> int:
     from sport_fast.run.setup import build_run
     from sport_fast.run.warm_start import warm_start
     torch.manual_seed(cfg.seed)
-    parts = build_run(cfg, dump_config(cfg))
+    parts = build_run(cfg, dump_config(cfg), reread=reread_config)
     print(f"sport_fast.sft: {parts.sandbox_report}", flush=True)
     warm_start(parts)
     model = parts.model.merge_and_unload() if hasattr(parts.model, "merge_and_unload") else parts.model

@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 
-from sport_fast.config import ConfigError, dump_config, load_config
+from sport_fast.config import ConfigError, dump_config, load_config, reread_config
 
 DEFAULT_RECIPE = "configs/default.yaml"
 
@@ -66,7 +66,7 @@ def lead(cfg, parallel=None) -> int:
     config_yaml = dump_config(cfg)
     print(f"sport_fast.train: run {cfg.name} in {cfg.out_dir}\n{config_yaml}", flush=True)
     torch.manual_seed(cfg.seed)
-    run = build_run(cfg, config_yaml, parallel)  # tasks, models, judge; only then the run directory
+    run = build_run(cfg, config_yaml, parallel, reread_config)  # tasks, models, judge; only then the run directory
     print(f"  {'resuming after the last completed phase' if run.dir.resumed else 'new run'}\n  {run.sandbox_report}"
           f"\n  {run.backends.describe()}", flush=True)
     warm_start(run)  # the SFT phase (sft.enabled): the rounds start from a policy that can already act

@@ -27,13 +27,20 @@ from sport_fast.run.crash_points import crash_point
 from sport_fast.run.errors import ResumeError
 
 
+def _same_config(saved: Path, config_yaml: str, reread) -> bool:
+    """Whether the run's ``config.yaml`` is ``config_yaml``. A run written before a release added config keys
+    is the same run when its file, read by this release (``reread``: the new keys at their defaults), is."""
+    return saved.read_text() == config_yaml or (reread is not None and reread(saved) == config_yaml)
+
+
 class RunDir:
-    def __init__(self, root: str | Path, config_yaml: str, backends: dict | None = None):
+    def __init__(self, root: str | Path, config_yaml: str, backends: dict | None = None, reread=None):
         """Open (or start) the run in ``root``; a resumed run must have the same resolved config and, when
-        given, the same resolved ``backends`` (``sport_fast.backends``): either would change its data."""
+        given, the same resolved ``backends`` (``sport_fast.backends``): either would change its data.
+        ``reread(path)``: a saved config file as this release resolves it (``config.reread_config``)."""
         self.root = Path(root)
         saved = self.root / "config.yaml"
-        if saved.exists() and saved.read_text() != config_yaml:
+        if saved.exists() and not _same_config(saved, config_yaml, reread):
             raise ResumeError(f"run directory {self.root} holds a run with a different config; resume it with the "
                               f"same command, or choose another out_dir")
         self.manifest_path = self.root / "manifest.json"

@@ -44,9 +44,10 @@ class RunParts:
         return self.parallel.world if self.parallel is not None else 1
 
 
-def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
-    """The run's parts (``cfg``: a ``Config``, ``config_yaml`` its resolved text): see the module docstring
-    for the order. With several ranks, every rank's set-up must succeed before the run directory is opened."""
+def build_run(cfg, config_yaml: str, parallel=None, reread=None) -> RunParts:
+    """The run's parts (``cfg``: a ``Config``, ``config_yaml`` its resolved text; ``reread``: see ``RunDir``):
+    see the module docstring for the order. With several ranks, every rank's set-up must succeed before the run
+    directory is opened."""
     from sport_fast.run.metrics import RunMetrics
     from sport_fast.run.run_dir import RunDir
     from sport_fast.run.task_sets import load_task_sets
@@ -59,7 +60,7 @@ def build_run(cfg, config_yaml: str, parallel=None) -> RunParts:
         run.tasks = tasks
         return run
     run = agreed(parallel, prepare)
-    run.dir = RunDir(root, config_yaml, run.backends.to_json())
+    run.dir = RunDir(root, config_yaml, run.backends.to_json(), reread)
     run.tasks.place(root)
     run.metrics = RunMetrics(run.dir.root)
     return run
