@@ -74,7 +74,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6", "nltk>=3.8", "trl>=1.0", "liger-kernel>=0.6", "cut-cross-entropy>=25.1",
-                "triton>=3.6", "deepspeed>=0.16"],
+                "triton>=3.6", "deepspeed>=0.16",
+                "scipy>=1.11"],  # OWLv2's image processor (the detector adapter's test)
         "deepspeed": ["deepspeed>=0.16"],
     },
 )
