@@ -158,9 +158,29 @@ def run_judge(out: Path) -> list[dict]:
 
 
 def compare(name: str, new: dict, old: dict) -> dict:
+    """Ratios, and how the data differ: byte for byte, else whether only the recorded log-probs do (and by how much)."""
     a, b = new["summary"], old["summary"]
+    drift = logprob_drift(new["data"], old["data"])
     return {"arm": name, "speedup_tasks_per_min": (b["wall_s"] / a["wall_s"]), "wall_s_saved": b["wall_s"] - a["wall_s"],
-            "identical_data": new["data"] == old["data"]}
+            "identical_data": new["data"] == old["data"], "identical_but_logprobs": drift is not None,
+            "max_abs_logprob_diff": drift}
+
+
+def logprob_drift(x, y) -> float | None:
+    """The largest |difference| of two records' ``logprobs`` if they differ nowhere else, else None."""
+    if isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys():
+        parts = [abs_diff(x[k], y[k]) if k == "logprobs" else logprob_drift(x[k], y[k]) for k in x]
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        parts = [logprob_drift(p, q) for p, q in zip(x, y)]
+    else:
+        return 0.0 if x == y else None
+    return None if None in parts else max(parts, default=0.0)
+
+
+def abs_diff(x, y) -> float | None:
+    if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y)):
+        return 0.0 if x == y else None
+    return max((abs(p - q) for p, q in zip(x, y)), default=0.0)
 
 
 def row(result: dict) -> dict:
@@ -202,8 +222,11 @@ def main() -> None:
             print(f"{r['arm']:34s} {r['ranks']:5d} {r['wall_s']:7.1f} {r['tasks_per_min']:9.2f} "
                   f"{r['generated_tokens_per_s']:9.1f} {r['groups']:6d} {r['load_avg_1min_before']:5.2f}")
         else:
+            same = "yes" if r["identical_data"] else (
+                f"tokens, texts and picks yes, log-probs within {r['max_abs_logprob_diff']:.1e}"
+                if r["identical_but_logprobs"] else "no")
             print(f"{r['arm']:34s} ratio {r['speedup_tasks_per_min']:.2f}x, saved {r['wall_s_saved']:.1f} s, "
-                  f"identical data: {'yes' if r['identical_data'] else 'no'}")
+                  f"identical data: {same}")
     path = append_rows("w6", [{**base, **r} for r in rows])
     print(f"rows appended to {path}")
 
