@@ -56,18 +56,21 @@ def train(out: Path, seed: int, *overrides: str) -> dict:
     return manifest
 
 
-def seed_arms(base: Path, seed: int, rounds: int, families: str, sft_epochs: int, sft_lr: float) -> dict:
-    """The four arms of one seed: their evaluation reports, and what the rounds did."""
-    sft = ["sft.enabled=true", f"sft.families={families}", f"sft.epochs={sft_epochs}", f"sft.lr={sft_lr}"]
+def seed_arms(base: Path, seed: int, rounds: int, args) -> dict:
+    """The four arms of one seed: their evaluation reports, and what the rounds did. (a) depends on the seed
+    only, so every variant shares it; (b)+(c) and (d) are named by the variant."""
+    sft = ["sft.enabled=true", f"sft.families={args.sft_families}", f"sft.lr={args.sft_lr}"]
+    tag = f"_{args.variant}" if args.variant else ""
     untuned = train(base / f"a_untuned_s{seed}", seed, "rounds=0")
-    sport = train(base / f"bc_sport_s{seed}", seed, f"rounds={rounds}", *sft)
-    extra = _matched_epochs(sport, rounds, sft_epochs)
-    control = train(base / f"d_control_s{seed}", seed, "rounds=0", "sft.enabled=true", f"sft.families={families}",
-                    f"sft.epochs={sft_epochs + extra}", f"sft.lr={sft_lr}")
+    sport = train(base / f"bc_sport{tag}_s{seed}", seed, f"rounds={rounds}", *sft, f"sft.epochs={args.sft_epochs}",
+                  *args.sport)
+    extra = _matched_epochs(sport, rounds, args.sft_epochs)
+    control = train(base / f"d_control{tag}_s{seed}", seed, "rounds=0", *sft, f"sft.epochs={args.sft_epochs + extra}")
     phases = sport["phases"]
     return {"a": [phases_eval(untuned)], "b": [phases_eval(sport)],
             "c": [phases[str(r)]["eval"] for r in range(rounds)], "d": [phases_eval(control)],
-            "rounds": [_round_record(phases[str(r)]) for r in range(rounds)], "extra_sft_epochs": extra,
+            "rounds": [{**_round_record(phases[str(r)]), **step_diversity(base / f"bc_sport{tag}_s{seed}" / f"round_{r}")}
+                       for r in range(rounds)], "extra_sft_epochs": extra,
             "wall_s": {"a": untuned["wall_s"], "bc": sport["wall_s"], "d": control["wall_s"]}}
 
 
@@ -88,6 +91,17 @@ def _round_record(phase: dict) -> dict:
             "steps_with_a_pair": explore["groups"] / max(1, explore["steps"]), "abstentions": explore["abstentions"],
             "judge_steps": explore["judge_steps"], "train_steps": trained.get("train_steps", 0),
             "loss_mean": trained.get("loss_mean"), "reward_accuracy": trained.get("reward_accuracy")}
+
+
+def step_diversity(rdir: Path) -> dict:
+    """Of a round's explored steps: how many had K candidates of one text (nothing to prefer), and how many
+    had no candidate that ran (SPORT's rule yields nothing)."""
+    steps = [s for line in (rdir / "trajectories.jsonl").read_text().splitlines()
+             for s in json.loads(line)["trajectory"]["steps"]]
+    same = sum(len({c["text"] for c in s["candidates"]}) == 1 for s in steps)
+    ran = lambda c: not (c["parse_error"] or c["error"] or c["timed_out"] or c["replay_error"])  # noqa: E731
+    dead = sum(not any(ran(c) for c in s["candidates"]) for s in steps)
+    return {"steps_one_text": same, "steps_none_ran": dead}
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------
@@ -135,25 +149,28 @@ def main() -> None:
     p.add_argument("--sft-families", default="count_colour,tallest_bar,table_best,order_number")
     p.add_argument("--sft-epochs", type=int, default=4)
     p.add_argument("--sft-lr", type=float, default=1e-3)  # calibrated: 1e-4 left the format unlearnt (AnsAcc 0/7)
+    p.add_argument("--sport", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for the rounds of (c) only, e.g. train.epochs=4 (the control matches its steps)")
+    p.add_argument("--variant", default="", help="names (b)+(c) and (d)'s run folders, so variants share (a)")
     p.add_argument("--out-dir", default=str(ROOT / "runs" / "learning"))
     args = p.parse_args()
     mode = MODES[args.mode]
     seeds, rounds = args.seeds or mode["seeds"], args.rounds or mode["rounds"]
     base, t0, meta = Path(args.out_dir) / args.mode, time.perf_counter(), stamp()
-    results = {seed: seed_arms(base, seed, rounds, args.sft_families, args.sft_epochs, args.sft_lr) for seed in seeds}
+    results = {seed: seed_arms(base, seed, rounds, args) for seed in seeds}
     by_stage = stages(results, rounds)
     summary = {name: pooled(reports) for name, reports in by_stage.items()}
     diffs = differences(by_stage, rounds)
     rows = _rows(meta, args, seeds, rounds, results, summary, diffs, time.perf_counter() - t0)
     print(f"W5 rows -> {append_rows('w5', rows)}")
     _print(summary, diffs, results)
-    plot(by_stage, summary, RESULTS / f"w5_learning_{args.mode}.png")
+    plot(by_stage, summary, RESULTS / f"w5_learning_{args.mode}{'_' + args.variant if args.variant else ''}.png")
 
 
 def _rows(meta, args, seeds, rounds, results, summary, diffs, wall) -> list[dict]:
     shape = {"workload": "W5", "mode": args.mode, "seeds": seeds, "rounds": rounds, "heldout_tasks": 28, "k_eval": 1,
              "sft_families": args.sft_families, "sft_epochs": args.sft_epochs, "sft_lr": args.sft_lr,
-             "common": COMMON}
+             "common": COMMON, "sport_overrides": args.sport, "variant": args.variant}
     rows = [{**meta, **shape, "kind": "stage", "stage": name, **values} for name, values in summary.items()]
     rows += [{**meta, **shape, "kind": "difference", "comparison": name, **d} for name, d in diffs.items()]
     rows += [{**meta, **shape, "kind": "seed", "seed": seed, "rounds_record": r["rounds"],
