@@ -19,7 +19,7 @@ def readable_paths(tools=None) -> list[str]:
     tools that run in the sandbox, as real paths."""
     paths = {sys.base_prefix, sys.prefix, PACKAGE, *site.getsitepackages(), site.getusersitepackages()}
     paths |= {v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths |= {p for p in sys.path if p and os.path.isdir(p) and not _is_checkout_root(p)}
+    paths |= {p for p in sys.path if p and os.path.isdir(p) and not _is_checkout_root(p) and not _unmasks(p)}
     for spec in (tools.sandbox_specs() if tools is not None else []):
         paths.add(_package_dir(spec["module"]))
     return sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
@@ -39,6 +39,14 @@ def _package_dir(module: str) -> str:
     if spec.submodule_search_locations:
         return next(iter(spec.submodule_search_locations))
     return os.path.dirname(spec.origin)
+
+
+def _unmasks(path: str) -> bool:
+    """A masked tree itself, or a folder above one (a script run from /tmp or a home puts it on sys.path):
+    binding it back would show that whole tree, and nothing the tools import lives at its top."""
+    real = os.path.realpath(path)
+    tops = [os.path.realpath(t) for t in (*isolation.WORLD_WRITABLE, *hidden_paths())]
+    return any(t == real or t.startswith(real.rstrip("/") + "/") for t in tops)
 
 
 def _is_checkout_root(path: str) -> bool:

@@ -57,3 +57,39 @@ def test_a_checkout_under_a_masked_tree_runs_tools_and_shows_only_the_package(wh
         assert listing == "['sport_fast']", f"the run saw more of the checkout than the package: {listing}"
     finally:
         shutil.rmtree(Path(*root.parts[:3]), ignore_errors=True)
+
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from sport_fast.sandbox.sandbox import Sandbox
+    from sport_fast.tools import default_registry
+    probe = "import os, sys\\nprint(image_size('pic.png'))\\nprint([os.path.exists(p) for p in sys.argv[1:]])"
+    r = Sandbox(timeout_s=30, tools=default_registry()).run(
+        probe.replace("sys.argv[1:]", repr(sys.argv[3:])), files={"pic.png": sys.argv[2]})
+    print(json.dumps({"stdout": r.stdout, "error": r.error}))
+""")
+
+
+@pytest.mark.parametrize("folder", ["/tmp", "/root"])
+def test_a_script_run_from_the_top_of_a_masked_tree_neither_breaks_the_sandbox_nor_unmasks_it(folder, tmp_path):
+    """``python /tmp/script.py`` puts /tmp itself on sys.path: it is not bound back (that once made the run's
+    work folder read-only, and would have shown every file there)."""
+    from PIL import Image
+    tag = uuid.uuid4().hex[:8]
+    script, marker = Path(folder) / f"sport_fast_script_{tag}.py", Path(folder) / f"sport_fast_marker_{tag}.txt"
+    Image.new("RGB", (7, 5)).save(tmp_path / "pic.png")
+    script.write_text(SCRIPT)
+    marker.write_text("not for the sandbox")
+    try:
+        done = subprocess.run([sys.executable, str(script), str(PACKAGE.parent), str(tmp_path / "pic.png"),
+                               str(marker), str(script)], capture_output=True, text=True, timeout=120, cwd="/")
+    finally:
+        script.unlink()
+        marker.unlink()
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["error"] is None, report
+    sizes, seen = report["stdout"].splitlines()
+    assert "'width': 7" in sizes and seen == "[False, False]", report["stdout"]
