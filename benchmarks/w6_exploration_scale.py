@@ -8,7 +8,8 @@ with one intra-op thread (OMP_NUM_THREADS=1) so that every rank gets the same re
             token ids over the real openai client), with a judge that answers at once: the cost of the protocol;
   judge     a judge with a fixed 1 s latency per call (a scripted OpenAI-compatible server): one batch in flight
             and one judge call at a time, against two batches in flight and four calls at a time: the wall time
-            the overlap saves, and whether the data are identical.
+            the overlap saves, and whether the data are identical. The policy is warm-started first (2 SFT
+            epochs, not timed), since the untuned model's candidates seldom give the judge anything to decide.
 
 Every arm runs the loop's own exploration phase (``run.phases.explore_round``) in fresh processes; times are
 the phase's wall clock on rank 0 (exploration and the merge, not the model loads). Usage:
@@ -51,6 +52,7 @@ def explore_once(overrides: list[str]) -> None:
     from sport_fast.config import dump_config, load_config
     from sport_fast.run import phases
     from sport_fast.run.setup import build_run
+    from sport_fast.run.warm_start import warm_start
     from sport_fast.run.work import follow
     cfg = load_config("default", overrides)
     parallel = train._join(cfg)
@@ -61,6 +63,7 @@ def explore_once(overrides: list[str]) -> None:
     torch.manual_seed(cfg.seed)
     run = build_run(cfg, dump_config(cfg), parallel)
     try:
+        warm_start(run)  # the judge arms' policy (sft.enabled); not timed: the phase's wall clock is exploration's
         rdir = run.dir.round_dir(0)
         phases.explore_round(run, 0, rdir, phases.round_tasks(run, 0, rdir), phases.round_seed(cfg.seed, 0))
     finally:
@@ -145,12 +148,18 @@ def run_protocol(out: Path) -> list[dict]:
     return [embedded, served, compare("sport_fast.serve vs embedded", served, embedded)]
 
 
+WARM = ["sft.enabled=true", "sft.families=count_colour,tallest_bar,table_best,order_number", "sft.epochs=2",
+        "sft.lr=1e-3"]  # benchmarks/learning.py's warm start, 2 epochs: its steps run and differ, so the judge is asked
+
+
 def run_judge(out: Path) -> list[dict]:
+    """The untuned model's candidates seldom run (a judge call needs two that ran and differ: W6's first arms
+    make one call in 18 steps), so these arms explore with a warm-started policy."""
     judge = fixed_latency_judge(1.0)
     try:
-        seq = arm("judge_1s_sequential", out, [*judge_at(judge.url), "explore.batches_in_flight=1",
+        seq = arm("judge_1s_sequential", out, [*judge_at(judge.url), *WARM, "explore.batches_in_flight=1",
                                                "judge.max_concurrency=1"])
-        over = arm("judge_1s_overlapped", out, [*judge_at(judge.url), "explore.batches_in_flight=2",
+        over = arm("judge_1s_overlapped", out, [*judge_at(judge.url), *WARM, "explore.batches_in_flight=2",
                                                 "judge.max_concurrency=4"])
     finally:
         judge.close()

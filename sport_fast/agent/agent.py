@@ -185,6 +185,7 @@ class Agent:
         c = self.config
         return [SamplingParams(temperature=c.first_temperature if i == 0 else c.other_temperature, top_p=c.top_p,
                                max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
+                               stop_token_ids=self.chat.turn_end_ids,  # as engines (and our server) stop at EOS
                                seed=zlib.crc32(f"{self.seed}:{task.id}:{step}:{i}".encode()))
                 for i in range(c.k)]
 

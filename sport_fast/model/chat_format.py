@@ -27,6 +27,8 @@ class ChatFormat:
             raise ValueError("ChatFormat: the tokenizer's chat template drops message contents")
         self.close_assistant_open_user = rendered.split(_A, 1)[1].split(_U, 1)[0]
         self.close_user_open_assistant = rendered.split(_U, 1)[1]
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.turn_end_ids = () if eos is None else (int(eos),)  # a step that emits these has ended its turn
 
     def prompt_ids(self, system: str, user: str) -> list[int]:
         return template_ids(self.tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": user}])

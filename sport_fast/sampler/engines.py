@@ -11,13 +11,15 @@ After each round's training the policy's new weights go to every server, the way
 - then the engine's prefix cache is reset (vLLM: ``POST /reset_prefix_cache``, which it serves with
   ``VLLM_SERVER_DEV_MODE=1``; SGLang: ``/flush_cache``), so no KV computed with the old weights is reused.
   vLLM and SGLang key cached blocks by adapter too, so a new adapter name alone never reads old KV; a reset
-  that the engine does not offer is therefore a warning for LoRA and an error for full weights.
+  that the engine does not offer is therefore a warning for LoRA and an error for full weights. SGLang will
+  not flush while other requests run (HTTP 400): it is asked again, backing off, for up to two minutes.
 Every call has a timeout; a refusal (a non-200 reply, or a 200 whose JSON says ``"success": false``) or no
 answer is an ``EngineError`` on one line naming the server, the call and what the reply said.
 """
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,6 +29,10 @@ ENGINES = ("vllm", "sglang", "sport_fast")
 
 class EngineError(RuntimeError):
     """A server refused or failed an admin call; the message names server, call and reply."""
+
+
+class EngineBusy(EngineError):
+    """A cache reset refused with HTTP 400: SGLang will not flush while requests run or wait."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,19 @@ class EngineAdmin:
             raise EngineError(f"{self.name} at {self.root} cannot load full weights at run time")
         self._post(self.engine.update_weights, {"model_path": str(path)})
 
-    def reset_prefix_cache(self) -> bool:
-        """True if the server reset its prefix cache; False if it does not offer the call (404/405)."""
-        return self._post(self.engine.reset_cache, {}, missing_ok=True)
+    def reset_prefix_cache(self, wait_s: float = 120.0) -> bool:
+        """True if the server reset its prefix cache; False if it does not offer the call (404/405). A server
+        busy with other requests (SGLang refuses with HTTP 400 then) is asked again, backing off, for up to
+        ``wait_s``; then the refusal is an ``EngineError`` that says how long it waited."""
+        deadline, pause = time.monotonic() + wait_s, 0.25
+        while True:
+            try:
+                return self._post(self.engine.reset_cache, {}, missing_ok=True)
+            except EngineBusy as err:
+                if time.monotonic() + pause > deadline:
+                    raise EngineError(f"{err} (still refused after {wait_s:g} s of asking again)") from None
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
 
     def _post(self, route: str, body: dict, allow_failure: bool = False, missing_ok: bool = False) -> bool:
         """True if the server took the call. A refusal (non-200, or a 200 whose JSON says ``"success": false``)
@@ -96,7 +112,9 @@ class EngineAdmin:
         except urllib.error.HTTPError as err:
             if allow_failure or (missing_ok and err.code in (404, 405)):
                 return False
-            raise EngineError(f"{call} -> HTTP {err.code}: {reply_message(err.read())}") from None
+            busy = err.code == 400 and route == self.engine.reset_cache
+            raise (EngineBusy if busy else EngineError)(f"{call} -> HTTP {err.code}: {reply_message(err.read())}") \
+                from None
         except (urllib.error.URLError, OSError) as err:  # refused, unreachable, timed out (TimeoutError)
             if allow_failure:
                 return False

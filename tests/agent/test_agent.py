@@ -1,6 +1,7 @@
 """The agent loop and the evaluation, driven by a scripted policy through the real sandbox and tools, and
 once by the real SmolLM2 through the prefix-caching sampler."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -150,6 +151,19 @@ def test_real_model_through_the_prefix_sampler_keeps_tokens_verbatim(smollm2, ta
         n0 = len(traj.context_ids)
         assert ctx[:n0] == traj.context_ids and ctx[n0:n0 + len(chosen.token_ids)] == chosen.token_ids
         assert started[0].steps[1].prefilled_tokens < 200, "commit must prefill only the observation"
+
+
+def test_candidates_end_with_the_turn_as_inference_engines_end_them(smollm2, tools):
+    """A step that emits the end-of-turn token has ended (vLLM, SGLang and our server stop there): the embedded
+    sampler once decoded on past it, into made-up turns, and its data differed from a served run's."""
+    model, tok = smollm2
+    sampler, chat = PrefixSampler(model, tok, seed=0), ChatFormat(tok)
+    params = Agent(sampler, chat, None, tools, AgentConfig(k=4, max_new_tokens=48))._params(SimpleNamespace(id="t"), 0)
+    assert all(p.stop_token_ids == (tok.eos_token_id,) for p in params)
+    cands = sampler.sample(sampler.start(chat.prompt_ids("You are brief.", "Reply with one word: yes or no?")), params)
+    for c in cands:  # the instruct model answers this in a few tokens and closes its turn
+        assert c.finish_reason == "stop" and c.token_ids[-1] == tok.eos_token_id, (c.finish_reason, c.text)
+        assert tok.eos_token_id not in c.token_ids[:-1], c.text
 
 
 def test_chat_glue_reproduces_the_template(smollm2):

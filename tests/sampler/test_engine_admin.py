@@ -103,10 +103,23 @@ def test_refusals_are_one_line_errors_naming_server_call_status_and_what_the_eng
         f"POST /update_weights_from_disk {{\"model_path\": \"{empty}\"}} -> HTTP 400: "
         f"Failed to get weights iterator: {empty} (repository not found).")
     sglang.busy = True  # SGLang does not flush while requests run, and says so over two lines
-    assert refused(s.reset_prefix_cache).endswith(
+    assert refused(lambda: s.reset_prefix_cache(wait_s=0.5)).endswith(
         "POST /flush_cache {} -> HTTP 400: Cache flushed. Please check backend logs for more details. (When there "
-        "are running or waiting requests, the operation will not be performed.)")
+        "are running or waiting requests, the operation will not be performed.) (still refused after 0.5 s of "
+        "asking again)")
     assert sglang.flushes == 0 and sglang.adapters == {} and sglang.weights is None
+    assert [p for _, p, _ in calls(sglang)].count("/flush_cache") >= 2, "a busy server must be asked again"
+
+
+def test_a_busy_sglang_is_asked_again_until_it_flushes(sglang):
+    """SGLang answers /flush_cache with 400 while other requests run; publishing waits for them instead of
+    stopping the run, and flushes once they are done."""
+    import threading
+    sglang.busy = True
+    threading.Timer(0.6, lambda: setattr(sglang, "busy", False)).start()
+    assert EngineAdmin(sglang.url, "sglang", timeout_s=10).reset_prefix_cache(wait_s=30) is True
+    flushes = [p for _, p, _ in calls(sglang)].count("/flush_cache")
+    assert sglang.flushes == 1 and flushes >= 2, (sglang.flushes, flushes)
 
 
 def test_replies_no_engine_should_give_are_refusals_too(vllm, tmp_path):
