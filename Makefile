@@ -38,7 +38,7 @@ train: $(STAMP)
 	$(PY) -m sport_fast.train
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not e2e"
