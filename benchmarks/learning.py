@@ -94,14 +94,33 @@ def _round_record(phase: dict) -> dict:
 
 
 def step_diversity(rdir: Path) -> dict:
-    """Of a round's explored steps: how many had K candidates of one text (nothing to prefer), and how many
-    had no candidate that ran (SPORT's rule yields nothing)."""
-    steps = [s for line in (rdir / "trajectories.jsonl").read_text().splitlines()
-             for s in json.loads(line)["trajectory"]["steps"]]
-    same = sum(len({c["text"] for c in s["candidates"]}) == 1 for s in steps)
+    """Of a round's explored steps: how many had K candidates of one text (nothing to prefer), how many had
+    no candidate that ran (SPORT's rule yields nothing), and of the steps where a candidate answered: in how
+    many the candidates' answers differed, some answer was right, the followed one was right (scored here
+    against the suite's answers, which the judge never sees: can the round prefer a right answer at all?)."""
+    from sport_fast.tasks.task import load_tasks
+    tasks = {t.id: t for t in load_tasks(rdir.parent / "suite" / "train.jsonl")}
+    records = [json.loads(line) for line in (rdir / "trajectories.jsonl").read_text().splitlines()]
+    steps = [(tasks[r["task_id"]], s) for r in records for s in r["trajectory"]["steps"]]
     ran = lambda c: not (c["parse_error"] or c["error"] or c["timed_out"] or c["replay_error"])  # noqa: E731
-    dead = sum(not any(ran(c) for c in s["candidates"]) for s in steps)
-    return {"steps_one_text": same, "steps_none_ran": dead}
+    answered = [(t, s) for t, s in steps if any(c["has_final_answer"] for c in s["candidates"])]
+    right = [[c["has_final_answer"] and answer_is_right(t, c["final_answer"]) for c in s["candidates"]]
+             for t, s in answered]
+    return {"steps_one_text": sum(len({c["text"] for c in s["candidates"]}) == 1 for _, s in steps),
+            "steps_none_ran": sum(not any(ran(c) for c in s["candidates"]) for _, s in steps),
+            "steps_answered": len(answered),
+            "answered_steps_answers_differ": sum(len({json.dumps(c["final_answer"]) for c in s["candidates"]
+                                                      if c["has_final_answer"]}) > 1 for _, s in answered),
+            "answered_steps_some_right": sum(map(any, right)),
+            "answered_steps_followed_right": sum(s["followed"] is not None and r[s["followed"]]
+                                                 for (_, s), r in zip(answered, right))}
+
+
+def answer_is_right(task, answer) -> bool:
+    from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
+    if task.whitelist is not None:
+        return gta_correct(answer, task.whitelist, task.blacklist)
+    return gaia_correct(answer, task.answer)
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------
