@@ -66,6 +66,7 @@ class ExploreSection(AgentConfig):
     model: str = ""                  # backend=openai: the name the servers serve the base model under
     engine: str = "vllm"             # backend=openai: vllm | sglang | sport_fast (how weights are hot-loaded)
     timeout_s: float = 600.0         # backend=openai: per request
+    flush_wait_s: float = 120.0      # backend=openai: how long a publish asks a busy engine again to reset its cache
 
 
 @dataclass

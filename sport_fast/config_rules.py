@@ -93,8 +93,8 @@ def _check_explore_backend(cfg) -> None:
     if not e.base_urls or not e.model:
         raise ConfigError("explore.backend=openai needs explore.base_urls (one URL per server) and explore.model "
                           "(the name they serve the base model under)")
-    if e.timeout_s <= 0:
-        raise ConfigError("explore.timeout_s must be > 0")
+    if e.timeout_s <= 0 or e.flush_wait_s < 0:
+        raise ConfigError("explore.timeout_s must be > 0 and explore.flush_wait_s >= 0")
     if e.engine == "vllm" and not cfg.model.lora.enabled:
         raise ConfigError("explore.engine=vllm hot-loads LoRA adapters only; full fine-tuning "
                           "(model.lora.enabled=false) needs explore.engine=sglang or sport_fast "

@@ -61,7 +61,7 @@ def _push(run, version: int) -> None:
             admin.load_adapter(adapter_name(cfg, version), folder)
         else:
             admin.update_weights(folder)
-        if not admin.reset_prefix_cache():
+        if not admin.reset_prefix_cache(wait_s=cfg.explore.flush_wait_s):
             if not lora:
                 raise SetupError(f"{url} offers no prefix-cache reset: KV of the old weights could be reused "
                                  f"(vLLM: start it with VLLM_SERVER_DEV_MODE=1)")

@@ -54,14 +54,15 @@ def test_each_round_loads_the_adapter_under_its_version_and_resets_the_cache(kin
 def test_sglang_takes_full_weights_in_place_and_flushes(tmp_path):
     engine = FakeEngine("sglang")
     try:
-        run = run_against(engine, tmp_path, "model.lora.enabled=false")
+        run = run_against(engine, tmp_path, "model.lora.enabled=false", "explore.flush_wait_s=0.5")
         publish(run, 1)
         folder = str(tmp_path.resolve() / "weights" / "v1")
         assert [(p, b) for _, p, _, b in engine.requests] == [
             ("/update_weights_from_disk", {"model_path": folder}), ("/flush_cache", {})]
         assert engine.weights == folder and run.sampler.names(run.sampler.version) == "Qwen/base"
         engine.busy = True  # the flush is refused: the round must not start on a cache of the old weights
-        with pytest.raises(EngineError, match=r"POST /flush_cache \{\} -> HTTP 400: Cache flushed\."):
+        with pytest.raises(EngineError, match=r"POST /flush_cache \{\} -> HTTP 400: Cache flushed\..*still refused "
+                                              r"after 0.5 s"):
             publish(run, 2)
         assert run.sampler.version == 1, "a refused publish moved the policy to the new version"
     finally:
