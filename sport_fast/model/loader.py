@@ -37,14 +37,23 @@ def smollm2_gguf_path() -> Path:
 
 
 def load_smollm2(dtype: torch.dtype = torch.float32, attn_implementation: str | None = None):
-    """(model, tokenizer) of SmolLM2-135M-Instruct, eval mode, on the CPU."""
+    """(model, tokenizer) of SmolLM2-135M-Instruct, eval mode, on the CPU: from its converted folder
+    (``gguf_cache``), which the first load writes from the GGUF."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sport_fast.model import gguf_cache
     path = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
-                                                 **_attention(attn_implementation))
-    return model.eval(), tokenizer
+    folder = gguf_cache.cached(path)
+    if folder is None:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        gguf_cache.save_converted(model, tokenizer, path)
+        folder = gguf_cache.cached(path)
+        if folder is None:  # the cache could not be written (said so): this process keeps the GGUF's model
+            return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                        **_attention(attn_implementation)).eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_attention(attn_implementation))
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
 
 
 def resolve_attention(name: str) -> str | None:
@@ -65,8 +74,11 @@ def load_tokenizer(path: str):
     """The tokenizer alone of ``path`` ('smollm2' or a local folder): what a client of a served model needs."""
     from transformers import AutoTokenizer
     if path == "smollm2":
+        from sport_fast.model import gguf_cache
         gguf = smollm2_gguf_path()
-        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        folder = gguf_cache.cached(gguf)
+        return AutoTokenizer.from_pretrained(folder) if folder else AutoTokenizer.from_pretrained(gguf.parent,
+                                                                                                gguf_file=gguf.name)
     if not Path(path).is_dir():
         raise ModelLoadError(f"tokenizer folder {path} does not exist (give the served model's local folder)")
     try:
