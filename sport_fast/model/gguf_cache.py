@@ -47,6 +47,7 @@ def save_converted(model, tokenizer, gguf: Path) -> None:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache (SPORT_CACHE_DIR) from other users
         _write(model, tokenizer, tmp)
         try:
             tmp.rename(final)
