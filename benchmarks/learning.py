@@ -98,29 +98,22 @@ def step_diversity(rdir: Path) -> dict:
     no candidate that ran (SPORT's rule yields nothing), and of the steps where a candidate answered: in how
     many the candidates' answers differed, some answer was right, the followed one was right (scored here
     against the suite's answers, which the judge never sees: can the round prefer a right answer at all?)."""
+    from sport_fast.agent.records import TrajectoryRecord
+    from sport_fast.tasks.answer_rules import task_answer_correct
     from sport_fast.tasks.task import load_tasks
     tasks = {t.id: t for t in load_tasks(rdir.parent / "suite" / "train.jsonl")}
     records = [json.loads(line) for line in (rdir / "trajectories.jsonl").read_text().splitlines()]
-    steps = [(tasks[r["task_id"]], s) for r in records for s in r["trajectory"]["steps"]]
-    ran = lambda c: not (c["parse_error"] or c["error"] or c["timed_out"] or c["replay_error"])  # noqa: E731
-    answered = [(t, s) for t, s in steps if any(c["has_final_answer"] for c in s["candidates"])]
-    right = [[c["has_final_answer"] and answer_is_right(t, c["final_answer"]) for c in s["candidates"]]
-             for t, s in answered]
-    return {"steps_one_text": sum(len({c["text"] for c in s["candidates"]}) == 1 for _, s in steps),
-            "steps_none_ran": sum(not any(ran(c) for c in s["candidates"]) for _, s in steps),
+    steps = [(tasks[r["task_id"]], s) for r in records for s in TrajectoryRecord.from_json(r["trajectory"]).steps]
+    answered = [(t, s) for t, s in steps if any(c.has_final_answer for c in s.candidates)]
+    right = [[c.has_final_answer and task_answer_correct(t, c.final_answer) for c in s.candidates] for t, s in answered]
+    return {"steps_one_text": sum(len({c.text for c in s.candidates}) == 1 for _, s in steps),
+            "steps_none_ran": sum(not any(c.ran for c in s.candidates) for _, s in steps),
             "steps_answered": len(answered),
-            "answered_steps_answers_differ": sum(len({json.dumps(c["final_answer"]) for c in s["candidates"]
-                                                      if c["has_final_answer"]}) > 1 for _, s in answered),
+            "answered_steps_answers_differ": sum(len({json.dumps(c.final_answer) for c in s.candidates
+                                                      if c.has_final_answer}) > 1 for _, s in answered),
             "answered_steps_some_right": sum(map(any, right)),
-            "answered_steps_followed_right": sum(s["followed"] is not None and r[s["followed"]]
+            "answered_steps_followed_right": sum(s.followed is not None and r[s.followed]
                                                  for (_, s), r in zip(answered, right))}
-
-
-def answer_is_right(task, answer) -> bool:
-    from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
-    if task.whitelist is not None:
-        return gta_correct(answer, task.whitelist, task.blacklist)
-    return gaia_correct(answer, task.answer)
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------

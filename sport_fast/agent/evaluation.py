@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from sport_fast.agent.intervals import bootstrap_ci, mean_or_none
-from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
+from sport_fast.tasks.answer_rules import task_answer_correct
 
 
 def task_outcome(task, traj, names: dict | None = None) -> dict:
@@ -38,9 +38,7 @@ def task_outcome(task, traj, names: dict | None = None) -> dict:
 def _correct(task, traj) -> bool:
     if not traj.finished:
         return False
-    if task.whitelist is not None:
-        return gta_correct(traj.final_answer, task.whitelist, task.blacklist)
-    return gaia_correct(traj.final_answer, task.answer)
+    return task_answer_correct(task, traj.final_answer)
 
 
 def summarise(outcomes: list[dict], k: int, selection: str) -> dict:

@@ -10,6 +10,7 @@ that cannot be written (a read-only home) is one warning line; the load goes on 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -30,9 +31,16 @@ def cache_root() -> Path:
 def converted_folder(gguf: Path) -> Path:
     """Where ``gguf``'s conversion lives (whether or not it is there yet)."""
     import transformers
-    with open(gguf, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
-    return cache_root() / f"{gguf.stem}-{digest}-transformers{transformers.__version__}"
+    stat = gguf.stat()
+    return cache_root() / f"{gguf.stem}-{_digest(str(gguf), stat.st_size, stat.st_mtime_ns)}-transformers" \
+                          f"{transformers.__version__}"
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The file's content hash, read once per process (and again only if the file changed)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def cached(gguf: Path) -> Path | None:
@@ -61,7 +69,7 @@ def save_converted(model, tokenizer, gguf: Path) -> None:
 def _write(model, tokenizer, folder: Path) -> None:
     """The weights are plain float32 tensors once de-quantised; transformers still marks the model as quantised
     and refuses to save it, so the marks are dropped for the save and put back."""
-    marks = model.config.quantization_config if hasattr(model.config, "quantization_config") else None
+    marks = getattr(model.config, "quantization_config", None)
     quantizer = getattr(model, "hf_quantizer", None)
     model.config.quantization_config, model.hf_quantizer = None, None
     try:

@@ -13,6 +13,13 @@ import re
 import string
 
 
+def task_answer_correct(task, answer) -> bool:
+    """``answer`` scored by ``task``'s own rule: GTA's when it has a whitelist, else GAIA's against its answer."""
+    if task.whitelist is not None:
+        return gta_correct(answer, task.whitelist, task.blacklist)
+    return task.answer is not None and gaia_correct(answer, task.answer)
+
+
 def gaia_correct(prediction, truth: str) -> bool:
     pred = "" if prediction is None else str(prediction)
     if _is_number(truth):

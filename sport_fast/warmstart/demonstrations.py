@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sport_fast.agent.actions import render_step
 from sport_fast.agent.prompt import system_prompt, user_turn
 from sport_fast.data.step_group import StepGroup
-from sport_fast.tasks.answer_rules import gaia_correct, gta_correct
+from sport_fast.tasks.answer_rules import task_answer_correct
 
 
 @dataclass
@@ -68,15 +68,9 @@ def _reference_demonstration(task, chat, tools, sandbox, system) -> Demonstratio
         text = render_step(thought_for(code, tools.names), code)
         demo.steps.append(chat.tokenizer.encode(text, add_special_tokens=False))
         if result.has_final_answer:
-            return demo if _correct(task, result.final_answer) else None
+            return demo if task_answer_correct(task, result.final_answer) else None
         demo.observations.append(chat.observation_ids(text, result.observation()))
     return None  # the program never answered
-
-
-def _correct(task, answer) -> bool:
-    if task.whitelist is not None:
-        return gta_correct(answer, task.whitelist, task.blacklist)
-    return task.answer is not None and gaia_correct(answer, task.answer)
 
 
 def conversation_demonstrations(path, tokenizer) -> list[list[StepGroup]]:
