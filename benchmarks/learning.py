@@ -113,7 +113,10 @@ def step_diversity(rdir: Path) -> dict:
                                                       if c.has_final_answer}) > 1 for _, s in answered),
             "answered_steps_some_right": sum(map(any, right)),
             "answered_steps_followed_right": sum(s.followed is not None and r[s.followed]
-                                                 for (_, s), r in zip(answered, right))}
+                                                 for (_, s), r in zip(answered, right)),
+            "mixed_steps": sum(any(r) and not all(r) for r in right),  # a right answer beside a wrong or none
+            "mixed_steps_judged_right": sum(any(r) and not all(r) and s.chosen is not None and r[s.chosen]
+                                            for (_, s), r in zip(answered, right))}
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------
