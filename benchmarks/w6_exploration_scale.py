@@ -10,10 +10,14 @@ with one intra-op thread (OMP_NUM_THREADS=1) so that every rank gets the same re
             and one judge call at a time, against two batches in flight and four calls at a time: the wall time
             the overlap saves, and whether the data are identical. The policy is warm-started first (2 SFT
             epochs, not timed), since the untuned model's candidates seldom give the judge anything to decide.
+  engine    the same judge, with the candidates from a stand-in engine (``scripted_engine``: every completion
+            request takes 2 s, its candidates the suite's reference steps and variants of them), the regime of a
+            GPU engine, where decoding is quick beside the sandbox and the judge: sequential, then four judge
+            calls at a time with one batch in flight, then two batches in flight as well.
 
 Every arm runs the loop's own exploration phase (``run.phases.explore_round``) in fresh processes; times are
 the phase's wall clock on rank 0 (exploration and the merge, not the model loads). Usage:
-python benchmarks/w6_exploration_scale.py [--arms ranks,protocol,judge] [--tasks N --batch B ...]
+python benchmarks/w6_exploration_scale.py [--arms ranks,protocol,judge,engine] [--tasks N --batch B ...]
 (``--smoke``: 2 tasks in batches of 1, one step of 16 tokens, to check that every arm runs; its rows carry
 that shape, so point SPORT_BENCH_OUT elsewhere to keep them out of benchmarks/results/w6.jsonl.)
 """
@@ -166,6 +170,32 @@ def run_judge(out: Path) -> list[dict]:
     return [seq, over, compare("overlapped vs sequential judge", over, seq)]
 
 
+ENGINE_DECODE_S = 2.0  # per completion request: a 7B engine's batched decode of one step of ~128 tokens
+
+
+def run_engine(out: Path) -> list[dict]:
+    """The judge overlap where decoding is quick beside the sandbox and the judge (a GPU engine's regime):
+    the candidates come from ``scripted_engine`` (each request takes ENGINE_DECODE_S), so every step has
+    candidates that run and differ, and the judge is asked at most steps."""
+    from scripted_engine import ScriptedEngine
+    judge = fixed_latency_judge(1.0)
+    engine = ScriptedEngine(out / "engine_judge_1s_sequential" / "suite" / "train.jsonl", ENGINE_DECODE_S)
+    served = ["explore.backend=openai", "explore.engine=sport_fast", f"explore.base_urls=[{engine.url}]",
+              "explore.model=m"]
+    try:
+        seq = arm("engine_judge_1s_sequential", out, [*judge_at(judge.url), *served, "explore.batches_in_flight=1",
+                                                      "judge.max_concurrency=1"])
+        calls = arm("engine_judge_1s_concurrent", out, [*judge_at(judge.url), *served,
+                                                        "explore.batches_in_flight=1", "judge.max_concurrency=4"])
+        over = arm("engine_judge_1s_overlapped", out, [*judge_at(judge.url), *served, "explore.batches_in_flight=2",
+                                                       "judge.max_concurrency=4"])
+    finally:
+        engine.close()
+        judge.close()
+    return [seq, calls, over, compare("concurrent judge calls vs sequential (engine)", calls, seq),
+            compare("overlapped vs sequential judge (engine)", over, seq)]
+
+
 def compare(name: str, new: dict, old: dict) -> dict:
     """Ratios, and how the data differ: byte for byte, else whether only the recorded log-probs do (and by how much)."""
     a, b = new["summary"], old["summary"]
@@ -199,14 +229,14 @@ def row(result: dict) -> dict:
     return {"arm": result["arm"], "ranks": result["ranks"], "wall_s": s["wall_s"], "tasks": s["tasks"],
             "tasks_per_min": 60 * s["tasks"] / s["wall_s"], "generated_tokens": s["generated_tokens"],
             "generated_tokens_per_s": s["generated_tokens"] / s["wall_s"], "groups": s["groups"],
-            "judge_calls": s["judge_calls"], "rank_walls_s": [r["wall_s"] for r in s["ranks"]],
+            "judge_calls": s["judge_calls"], "judge_time_s": s.get("judge_time_s"), "rank_walls_s": [r["wall_s"] for r in s["ranks"]],
             "load_avg_1min_before": result["load_avg_1min_before"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--explore", help=argparse.SUPPRESS)
-    parser.add_argument("--arms", default="ranks,protocol,judge")
+    parser.add_argument("--arms", default="ranks,protocol,judge,engine")
     parser.add_argument("--smoke", action="store_true", help=f"a tiny shape to check every arm runs: {SMOKE}")
     for key in ("tasks", "batch", "max_steps", "max_new_tokens"):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"default {SHAPE[key]}")
@@ -220,7 +250,7 @@ def main() -> None:
     torch.set_num_threads(1)  # the stamp names the arms' thread count (this process only waits on them)
     base = {**stamp(), "workload": "W6-cpu", "model": "SmolLM2-135M-Instruct fp32", "shape": SHAPE}  # before measuring
     out = Path(tempfile.mkdtemp(prefix="w6_"))
-    runners = {"ranks": run_ranks, "protocol": run_protocol, "judge": run_judge}
+    runners = {"ranks": run_ranks, "protocol": run_protocol, "judge": run_judge, "engine": run_engine}
     try:
         rows = [row(r) for name in args.arms.split(",") for r in runners[name](out)]
     finally:
