@@ -59,7 +59,7 @@ def train(out: Path, seed: int, *overrides: str) -> dict:
 def seed_arms(base: Path, seed: int, rounds: int, args) -> dict:
     """The four arms of one seed: their evaluation reports, and what the rounds did. (a) depends on the seed
     only, so every variant shares it; (b)+(c) and (d) are named by the variant."""
-    sft = ["sft.enabled=true", f"sft.families={args.sft_families}", f"sft.lr={args.sft_lr}"]
+    sft = warm_start_overrides(args)
     tag = f"_{args.variant}" if args.variant else ""
     untuned = train(base / f"a_untuned_s{seed}", seed, "rounds=0")
     sport = train(base / f"bc_sport{tag}_s{seed}", seed, f"rounds={rounds}", *sft, f"sft.epochs={args.sft_epochs}",
@@ -72,6 +72,11 @@ def seed_arms(base: Path, seed: int, rounds: int, args) -> dict:
             "rounds": [{**_round_record(phases[str(r)]), **step_diversity(base / f"bc_sport{tag}_s{seed}" / f"round_{r}")}
                        for r in range(rounds)], "extra_sft_epochs": extra,
             "wall_s": {"a": untuned["wall_s"], "bc": sport["wall_s"], "d": control["wall_s"]}}
+
+
+def warm_start_overrides(args) -> list[str]:
+    """(b)'s warm start (its epochs apart: the control takes more)."""
+    return ["sft.enabled=true", f"sft.families={args.sft_families}", f"sft.lr={args.sft_lr}"]
 
 
 def phases_eval(manifest: dict) -> dict:
@@ -106,6 +111,7 @@ def step_diversity(rdir: Path) -> dict:
     steps = [(tasks[r["task_id"]], s) for r in records for s in TrajectoryRecord.from_json(r["trajectory"]).steps]
     answered = [(t, s) for t, s in steps if any(c.has_final_answer for c in s.candidates)]
     right = [[c.has_final_answer and task_answer_correct(t, c.final_answer) for c in s.candidates] for t, s in answered]
+    mixed = [any(r) and not all(r) for r in right]  # a right answer beside a wrong one or none
     return {"steps_one_text": sum(len({c.text for c in s.candidates}) == 1 for _, s in steps),
             "steps_none_ran": sum(not any(c.ran for c in s.candidates) for _, s in steps),
             "steps_answered": len(answered),
@@ -114,9 +120,9 @@ def step_diversity(rdir: Path) -> dict:
             "answered_steps_some_right": sum(map(any, right)),
             "answered_steps_followed_right": sum(s.followed is not None and r[s.followed]
                                                  for (_, s), r in zip(answered, right)),
-            "mixed_steps": sum(any(r) and not all(r) for r in right),  # a right answer beside a wrong or none
-            "mixed_steps_judged_right": sum(any(r) and not all(r) and s.chosen is not None and r[s.chosen]
-                                            for (_, s), r in zip(answered, right))}
+            "mixed_steps": sum(mixed),
+            "mixed_steps_judged_right": sum(m and s.chosen is not None and r[s.chosen]
+                                            for m, (_, s), r in zip(mixed, answered, right))}
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------

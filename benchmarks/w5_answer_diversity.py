@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import append_rows, stamp  # noqa: E402
-from learning import ROOT, step_diversity, train  # noqa: E402
+from learning import ROOT, step_diversity, train, warm_start_overrides  # noqa: E402
 
 SETTINGS = {  # explore overrides (on top of learning.py's COMMON)
     "k4_t05_09": ["explore.k=4", "explore.first_temperature=0.5", "explore.other_temperature=0.9"],  # the default
@@ -31,8 +31,7 @@ SETTINGS = {  # explore overrides (on top of learning.py's COMMON)
 
 
 def one(base: Path, name: str, seed: int, args) -> dict:
-    sft = ["sft.enabled=true", f"sft.families={args.sft_families}", f"sft.lr={args.sft_lr}",
-           f"sft.epochs={args.sft_epochs}"]
+    sft = [*warm_start_overrides(args), f"sft.epochs={args.sft_epochs}"]
     out = base / f"{name}_s{seed}"
     manifest = train(out, seed, "rounds=1", "eval.enabled=false", *sft, *SETTINGS[name])
     explore, trained = manifest["phases"]["0"]["explore"], manifest["phases"]["0"]["train"]

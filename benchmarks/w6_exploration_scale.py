@@ -180,15 +180,15 @@ def run_engine(out: Path) -> list[dict]:
     from scripted_engine import ScriptedEngine
     judge = fixed_latency_judge(1.0)
     engine = ScriptedEngine(out / "engine_judge_1s_sequential" / "suite" / "train.jsonl", ENGINE_DECODE_S)
-    served = ["explore.backend=openai", "explore.engine=sport_fast", f"explore.base_urls=[{engine.url}]",
-              "explore.model=m"]
+    served = [*judge_at(judge.url), "explore.backend=openai", "explore.engine=sport_fast",
+              f"explore.base_urls=[{engine.url}]", "explore.model=m"]
     try:
-        seq = arm("engine_judge_1s_sequential", out, [*judge_at(judge.url), *served, "explore.batches_in_flight=1",
-                                                      "judge.max_concurrency=1"])
-        calls = arm("engine_judge_1s_concurrent", out, [*judge_at(judge.url), *served,
-                                                        "explore.batches_in_flight=1", "judge.max_concurrency=4"])
-        over = arm("engine_judge_1s_overlapped", out, [*judge_at(judge.url), *served, "explore.batches_in_flight=2",
-                                                       "judge.max_concurrency=4"])
+        seq = arm("engine_judge_1s_sequential", out,
+                  [*served, "explore.batches_in_flight=1", "judge.max_concurrency=1"])
+        calls = arm("engine_judge_1s_concurrent", out,
+                  [*served, "explore.batches_in_flight=1", "judge.max_concurrency=4"])
+        over = arm("engine_judge_1s_overlapped", out,
+                  [*served, "explore.batches_in_flight=2", "judge.max_concurrency=4"])
     finally:
         engine.close()
         judge.close()
@@ -229,7 +229,8 @@ def row(result: dict) -> dict:
     return {"arm": result["arm"], "ranks": result["ranks"], "wall_s": s["wall_s"], "tasks": s["tasks"],
             "tasks_per_min": 60 * s["tasks"] / s["wall_s"], "generated_tokens": s["generated_tokens"],
             "generated_tokens_per_s": s["generated_tokens"] / s["wall_s"], "groups": s["groups"],
-            "judge_calls": s["judge_calls"], "judge_time_s": s.get("judge_time_s"), "rank_walls_s": [r["wall_s"] for r in s["ranks"]],
+            "judge_calls": s["judge_calls"], "judge_time_s": s.get("judge_time_s"),
+            "rank_walls_s": [r["wall_s"] for r in s["ranks"]],
             "load_avg_1min_before": result["load_avg_1min_before"]}
 
 
