@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     p.add_argument("--sft-families", default="count_colour,tallest_bar,table_best,order_number")
+    p.add_argument("--sft-tasks", type=int, default=0)
     p.add_argument("--sft-epochs", type=int, default=4)
     p.add_argument("--sft-lr", type=float, default=1e-3)
     p.add_argument("--out-dir", default=str(ROOT / "runs" / "diversity"))
@@ -59,7 +60,7 @@ def main() -> None:
     for name in args.settings.split(","):
         for seed in args.seeds:
             row = {**meta, "workload": "W5", "kind": "diversity", "sft_families": args.sft_families,
-                   "sft_epochs": args.sft_epochs, "sft_lr": args.sft_lr, **one(Path(args.out_dir), name, seed, args)}
+                   "sft_tasks": args.sft_tasks, "sft_epochs": args.sft_epochs, "sft_lr": args.sft_lr, **one(Path(args.out_dir), name, seed, args)}
             print(json.dumps({k: row[k] for k in row if k not in meta}), flush=True)
             rows.append(row)
     print(f"W5 diversity rows -> {append_rows('w5', rows)} ({time.perf_counter() - t0:.0f} s)")

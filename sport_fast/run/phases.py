@@ -40,7 +40,8 @@ def round_tasks(run, r: int, rdir: Path) -> list:
     cfg = run.cfg
     if cfg.tasks.source != "synth":
         from sport_fast.run.task_sets import rotation
-        return rotation(run.tasks.train, cfg.tasks.per_round, r)
+        from sport_fast.run.warm_start import undemonstrated
+        return rotation(undemonstrated(run.tasks.train, cfg.sft), cfg.tasks.per_round, r)
     from sport_fast.llm.synthesis import SynthConfig, load_seeds, suite_seeds, synthesize
     from sport_fast.tasks.task import load_tasks
     path = rdir / "tasks.jsonl"

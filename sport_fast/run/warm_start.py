@@ -74,6 +74,21 @@ def chosen_tasks(tasks: list, families: str, n_tasks: int) -> list:
     return chosen[:n_tasks] if n_tasks else chosen
 
 
+def undemonstrated(tasks: list, sft) -> list:
+    """The training tasks the rounds explore: those the warm start did not demonstrate (SPORT's rounds
+    bring tasks without labels; re-exploring a task whose reference program was learnt measures recall).
+    When the warm start demonstrated every one, all of them, and it says so."""
+    if not sft.enabled or sft.source != "suite":
+        return tasks
+    shown = {t.id for t in chosen_tasks(tasks, sft.families, sft.n_tasks)}
+    rest = [t for t in tasks if t.id not in shown]
+    if rest:
+        return rest
+    print(f"rounds: the warm start demonstrated all {len(tasks)} training tasks; the rounds explore them again",
+          flush=True)
+    return tasks
+
+
 def after_warm_start(model, cfg):
     """LoRA: the adapters merged into the weights, fresh ones in their place. Full fine-tuning: as it is."""
     if not cfg.model.lora.enabled or not hasattr(model, "merge_and_unload"):

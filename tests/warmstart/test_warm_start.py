@@ -123,3 +123,21 @@ def test_reference_programs_are_rendered_as_the_agent_sees_its_steps_and_verifie
         assert len(demo.steps) == len(task.reference_steps) and len(demo.observations) == len(demo.steps) - 1
         codes = [parse_step(tok.decode(s)) for s in demo.steps]
         assert [c.code for c in codes] == task.reference_steps and all(not c.repairs for c in codes)
+
+
+def test_the_rounds_explore_the_training_tasks_the_warm_start_did_not_demonstrate(capsys):
+    from types import SimpleNamespace
+
+    from sport_fast.config import SftSection
+    from sport_fast.run.task_sets import rotation
+    from sport_fast.run.warm_start import undemonstrated
+    tasks = [SimpleNamespace(id=f"t{i}", source=f"suite:{f}") for i, f in enumerate(["a", "b", "a", "c", "b"])]
+    ids = lambda ts: [t.id for t in ts]  # noqa: E731
+    assert ids(undemonstrated(tasks, SftSection(enabled=False))) == ids(tasks)
+    assert ids(undemonstrated(tasks, SftSection(enabled=True, families="a"))) == ["t1", "t3", "t4"]
+    assert ids(undemonstrated(tasks, SftSection(enabled=True, n_tasks=2))) == ["t2", "t3", "t4"]
+    assert ids(undemonstrated(tasks, SftSection(enabled=True, source="file", file="x.jsonl"))) == ids(tasks)
+    assert ids(rotation(undemonstrated(tasks, SftSection(enabled=True, n_tasks=2)), 2, 1)) == ["t4", "t2"]
+    assert capsys.readouterr().out == ""
+    assert ids(undemonstrated(tasks, SftSection(enabled=True))) == ids(tasks)
+    assert "demonstrated all 5 training tasks" in capsys.readouterr().out
