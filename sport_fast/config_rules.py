@@ -55,6 +55,8 @@ def _check_combinations(cfg) -> None:
     if cfg.model.dtype == "float16" and not cfg.distributed.deepspeed:
         raise ConfigError("model.dtype=float16 trains only under DeepSpeed (its fp16 section scales the loss); "
                           "in one process use bfloat16")
+    if cfg.train.sft_weight < 0:
+        raise ConfigError(f"train.sft_weight must be >= 0 (the chosen steps' NLL weight), got {cfg.train.sft_weight}")
     if cfg.tasks.source == "file" and not cfg.tasks.train_file:
         raise ConfigError("tasks.source=file needs tasks.train_file")
     if cfg.judge.backend == "openai" and not (cfg.judge.base_url and cfg.judge.model):

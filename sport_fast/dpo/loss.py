@@ -9,6 +9,12 @@ For a pair (c, r) with policy sums pi and reference sums ref, the implicit rewar
 - "ipo": ``(delta_c/len_c - delta_r/len_r - 1/(2 beta))^2`` with per-candidate token counts ``lengths``,
   the length-normalised form TRL uses (confirmed by IPO's authors).
 
+``sft_weight`` w > 0 adds w times the chosen steps' negative log-likelihood per token (the chosen tokens of
+every pair, a token mean: TRL's ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, w]``; RPO, Pang et al.
+2024). DPO on pairs that differ in a few tokens (a typo that raises against the step that runs) can lower the
+chosen step's likelihood along with the rejected one's ("likelihood displacement", Pal et al. 2024; Razin et al.
+2024); the term holds the chosen step up.
+
 A segment may sit in several pairs (SPORT's chosen step against up to four rejected); its sum is used
 by index, never recomputed. The loss is the mean over pairs.
 """
@@ -22,13 +28,13 @@ LOSS_TYPES = ("sigmoid", "robust", "ipo")
 
 def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, chosen: torch.Tensor,
              rejected: torch.Tensor, beta: float = 0.1, *, loss_type: str = "sigmoid",
-             label_smoothing: float = 0.0, lengths: torch.Tensor | None = None):
+             label_smoothing: float = 0.0, lengths: torch.Tensor | None = None, sft_weight: float = 0.0):
     """Mean loss over pairs and a dict of detached metrics (rewards, margins, accuracy, log-probs).
 
     policy_logps, ref_logps: (S,) sums per segment; chosen, rejected: (P,) segment indices;
-    lengths: (S,) token counts, required by "ipo". Math in float32 (float64 if given float64).
+    lengths: (S,) token counts, required by "ipo" and by sft_weight > 0. Math in float32 (float64 if given float64).
     """
-    _check(policy_logps, ref_logps, chosen, rejected, beta, loss_type, label_smoothing, lengths)
+    _check(policy_logps, ref_logps, chosen, rejected, beta, loss_type, label_smoothing, lengths, sft_weight)
     dtype = torch.promote_types(policy_logps.dtype, torch.float32)
     log_ratio = policy_logps.to(dtype) - ref_logps.to(dtype).detach()  # (S,)
     chosen_ratio, rejected_ratio = log_ratio[chosen], log_ratio[rejected]  # (P,) each
@@ -42,7 +48,12 @@ def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, chosen: torch.
         lengths = lengths.to(dtype).clamp(min=1)
         ipo_delta = chosen_ratio / lengths[chosen] - rejected_ratio / lengths[rejected]
         losses = (ipo_delta - 1 / (2 * beta)) ** 2
-    return losses.mean(), _metrics(beta * chosen_ratio, beta * rejected_ratio, policy_logps, chosen, rejected)
+    metrics = _metrics(beta * chosen_ratio, beta * rejected_ratio, policy_logps, chosen, rejected)
+    if sft_weight == 0:
+        return losses.mean(), metrics
+    nll = -policy_logps.to(dtype)[chosen].sum() / lengths.to(dtype)[chosen].sum().clamp(min=1)
+    metrics["nll/chosen"] = nll.detach()
+    return losses.mean() + sft_weight * nll, metrics
 
 
 def _metrics(chosen_rewards, rejected_rewards, policy_logps, chosen, rejected) -> dict[str, torch.Tensor]:
@@ -58,7 +69,7 @@ def _metrics(chosen_rewards, rejected_rewards, policy_logps, chosen, rejected) -
         }
 
 
-def _check(policy_logps, ref_logps, chosen, rejected, beta, loss_type, label_smoothing, lengths) -> None:
+def _check(policy_logps, ref_logps, chosen, rejected, beta, loss_type, label_smoothing, lengths, sft_weight) -> None:
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if policy_logps.shape != ref_logps.shape or policy_logps.ndim != 1:
@@ -73,3 +84,7 @@ def _check(policy_logps, ref_logps, chosen, rejected, beta, loss_type, label_smo
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if loss_type == "ipo" and (lengths is None or lengths.shape != policy_logps.shape):
         raise ValueError("loss_type='ipo' needs lengths: (S,) token counts per segment")
+    if sft_weight < 0:
+        raise ValueError(f"sft_weight must be >= 0, got {sft_weight}")
+    if sft_weight > 0 and (lengths is None or lengths.shape != policy_logps.shape):
+        raise ValueError("sft_weight > 0 needs lengths: (S,) token counts per segment")

@@ -14,9 +14,12 @@ class TreeDPOModule(TreeStepModule):
     candidates = "paired"  # the chosen and rejected candidates of each group's pairs
 
     def forward(self, groups, batch=None) -> tuple[torch.Tensor, dict]:
-        """(mean loss over the batch's pairs, a record: loss, acc, margin as device tensors, packed tokens)."""
+        """(mean loss over the batch's pairs, a record: loss, acc, margin, chosen reward as device tensors,
+        packed tokens)."""
         batch = batch if batch is not None else self.pack(groups)
         loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.cfg.beta,
-                                           loss_type=self.cfg.loss_type, attn=self.attn, kernel_impl=self.kernel)
+                                           loss_type=self.cfg.loss_type, sft_weight=self.cfg.sft_weight,
+                                           attn=self.attn, kernel_impl=self.kernel)
         return loss, {"loss": loss.detach(), "acc": metrics["rewards/accuracies"],
-                      "margin": metrics["rewards/margins"], "tokens": batch.tree.num_tokens}
+                      "margin": metrics["rewards/margins"], "chosen": metrics["rewards/chosen"],
+                      "tokens": batch.tree.num_tokens}

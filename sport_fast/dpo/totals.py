@@ -1,4 +1,4 @@
-"""A round's training records: each micro step's loss, accuracy and margin stay tensors on the device (no host
+"""A round's training records: each micro step's loss, accuracy, margin and chosen reward stay tensors on the device (no host
 synchronisation per micro step); at an optimizer step they are made floats in one transfer, together with the
 gradient norm the finite check needs (``.tolist()`` is the one sync of a step)."""
 from __future__ import annotations
@@ -11,13 +11,13 @@ import torch
 
 class TrainingTotals:
     def __init__(self):
-        self.losses, self.accs, self.margins, self.grad_norms = [], [], [], []
+        self.losses, self.accs, self.margins, self.chosen, self.grad_norms = [], [], [], [], []
         self.tokens, self.seconds, self.steps, self.refused = 0, 0.0, 0, 0
         self.pending: list[dict] = []
         self.last_loss = float("nan")
 
     def add(self, record: dict) -> None:
-        """A micro step's record: ``loss`` (and ``acc``, ``margin`` or None) as 0-d tensors, ``tokens``."""
+        """A micro step's record: ``loss`` (and ``acc``, ``margin``, ``chosen`` or None) as 0-d tensors, ``tokens``."""
         self.pending.append(record)
         self.tokens += record["tokens"]
 
@@ -25,7 +25,7 @@ class TrainingTotals:
         """(the pending micro steps' summed loss, ``extra`` as floats), in one host transfer."""
         if not self.pending:  # a rank that only padded this step
             return 0.0, [float(e) for e in extra]
-        keys = [k for k in ("loss", "acc", "margin") if self.pending[0].get(k) is not None]
+        keys = [k for k in ("loss", "acc", "margin", "chosen") if self.pending[0].get(k) is not None]
         values = [r[k].detach().float().reshape(()) for r in self.pending for k in keys]
         device = values[0].device
         flat = torch.stack(values + [e.detach().float().reshape(()).to(device) for e in extra]).tolist()
@@ -35,6 +35,7 @@ class TrainingTotals:
             self.losses.append(named["loss"])
             self.accs.append(named.get("acc"))
             self.margins.append(named.get("margin"))
+            self.chosen.append(named.get("chosen"))
         self.pending = []
         if per:
             self.last_loss = per[-1][0]
@@ -55,6 +56,9 @@ class TrainingTotals:
         return {"train_steps": self.steps, "refused_steps": self.refused, "groups": groups, "pairs": pairs,
                 "loss_first": self.losses[0], "loss_last": self.losses[-1], "loss_mean": sum(self.losses) / n,
                 "reward_accuracy": _mean_of(self.accs), "reward_margin": _mean_of(self.margins),
+                # beta x (policy - reference) of the chosen steps, at the last micro step: below 0, DPO has
+                # lowered the chosen steps' likelihood too (displacement; train.sft_weight holds it up)
+                "reward_chosen_last": next((v for v in reversed(self.chosen) if v is not None), None),
                 "grad_norm_mean": sum(self.grad_norms) / max(1, len(self.grad_norms)),
                 "train_tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
                 "train_s": round(self.seconds, 3)}

@@ -110,3 +110,44 @@ def test_shape_mismatch_is_refused():
         dpo_loss(pol, ref[:3], torch.tensor([0]), torch.tensor([1]))
     with pytest.raises(ValueError, match="chosen"):
         dpo_loss(pol, ref, torch.tensor([0, 1]), torch.tensor([1]))
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_the_chosen_nll_term_matches_trl_sigmoid_plus_sft(weight):
+    """sft_weight w == TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, w] on the same pairs."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight],
+                     report_to="none", use_cpu=True, bf16=False)
+    trainer = DPOTrainer(model=tiny_qwen2(0), ref_model=tiny_qwen2(1), args=args,
+                         train_dataset=Dataset.from_list([{"prompt": "w1 w2 ", "chosen": "w3", "rejected": "w4"}]),
+                         processing_class=word_tokenizer())
+    trainer.model.eval()
+    groups = random_groups(12)
+    examples = [{"prompt_ids": g.context_ids, "chosen_ids": g.candidate_ids[c], "rejected_ids": g.candidate_ids[r]}
+                for g in groups for c, r in g.pairs]
+    with torch.no_grad():
+        trl_loss = trainer._compute_loss(trainer.model, trainer.data_collator(examples), False)
+        policy = torch.cat(branch_logps(trainer.model, groups))
+        ref = torch.cat(branch_logps(trainer.ref_model, groups))
+    chosen, rejected = pair_indices(groups)
+    lengths = segment_lengths(groups, [(g, k) for g, gr in enumerate(groups) for k in range(gr.num_candidates)])
+    ours, metrics = dpo_loss(policy, ref, chosen, rejected, beta=0.1, lengths=lengths, sft_weight=weight)
+    plain, _ = dpo_loss(policy, ref, chosen, rejected, beta=0.1)
+    torch.testing.assert_close(ours, trl_loss.float(), rtol=1e-5, atol=1e-6)
+    assert float(ours - plain) == pytest.approx(weight * float(metrics["nll/chosen"]), rel=1e-5)
+    assert float(metrics["nll/chosen"]) > 0
+
+
+def test_the_chosen_nll_term_in_float64_and_its_refusals():
+    pol, ref = random_sums(5)
+    chosen, rejected, lengths = torch.tensor([0, 0, 3]), torch.tensor([1, 2, 4]), torch.tensor([2, 3, 1, 4, 5, 6, 7])
+    loss, m = dpo_loss(pol, ref, chosen, rejected, beta=0.2, lengths=lengths, sft_weight=2.0)
+    nll = -(2 * pol[0] + pol[3]) / (2 * 2 + 4)  # chosen tokens of every pair, a token mean
+    delta = (pol - ref)[chosen] - (pol - ref)[rejected]
+    want = -torch.nn.functional.logsigmoid(0.2 * delta).mean() + 2.0 * nll
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="sft_weight > 0 needs lengths"):
+        dpo_loss(pol, ref, chosen, rejected, sft_weight=1.0)
+    with pytest.raises(ValueError, match="sft_weight must be >= 0"):
+        dpo_loss(pol, ref, chosen, rejected, lengths=lengths, sft_weight=-1.0)
