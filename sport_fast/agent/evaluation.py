@@ -6,7 +6,9 @@
   tasks that name expected tools. A benchmark's own tool names (GTA's ``OCR``, ``TextToBbox``, ...) count
   through the tool set's mapping (``ToolRegistry.benchmark_names``); one this set lacks counts as missed,
   and the report names the tasks that needed a tool the set lacks;
-- CodeExec: the fraction of chosen steps whose code parsed and ran without error.
+- CodeExec: the fraction of chosen steps whose code parsed and ran without error. Chosen steps that hit the
+  sandbox's wall-clock limit or were killed by a signal are counted apart (``steps_timed_out``,
+  ``steps_killed``): on a loaded machine those can be the machine's failures, scored as the agent's.
 Per-task logs (the whole trajectory) go to ``tasks.jsonl`` beside ``report.json``. The report states the
 selection rule and K: with K > 1 it is test-time best-of-K step selection.
 
@@ -18,6 +20,7 @@ import json
 from pathlib import Path
 
 from sport_fast.agent.intervals import bootstrap_ci, mean_or_none
+from sport_fast.sandbox.result import KILLED_BY
 from sport_fast.tasks.answer_rules import task_answer_correct
 
 
@@ -32,7 +35,9 @@ def task_outcome(task, traj, names: dict | None = None) -> dict:
             "correct": _correct(task, traj) if task.scored else None, "expected_tools": list(task.expected_tools),
             "called_tools": called, "lacking_tools": lacking,
             "tool_recall": (sum(t in called for t in ours) / len(ours)) if ours else None,
-            "steps": len(chosen), "steps_ran": sum(c.ran for c in chosen), "stop_reason": traj.stop_reason}
+            "steps": len(chosen), "steps_ran": sum(c.ran for c in chosen), "stop_reason": traj.stop_reason,
+            "steps_timed_out": sum(bool(getattr(c, "timed_out", False)) for c in chosen),
+            "steps_killed": sum((getattr(c, "error", None) or "").startswith(KILLED_BY) for c in chosen)}
 
 
 def _correct(task, traj) -> bool:
@@ -51,10 +56,13 @@ def summarise(outcomes: list[dict], k: int, selection: str) -> dict:
             "ToolAcc": tool_acc(with_tools), "ToolAcc_ci95": bootstrap_ci(with_tools, tool_acc),
             "CodeExec": code_exec(outcomes), "CodeExec_ci95": bootstrap_ci(outcomes, code_exec),
             "finished": sum(o["finished"] for o in outcomes), "k": k, "selection": selection,
+            "steps_timed_out": sum(o["steps_timed_out"] for o in outcomes),
+            "steps_killed": sum(o["steps_killed"] for o in outcomes),
             "best_of_k": k > 1,
             "unavailable_expected_tools": sum(len(o["lacking_tools"]) for o in outcomes),
             "tasks_needing_lacking_tools": {o["task_id"]: o["lacking_tools"] for o in outcomes if o["lacking_tools"]},
-            "per_task": [{key: o[key] for key in ("task_id", "correct", "tool_recall", "steps", "steps_ran")}
+            "per_task": [{key: o[key] for key in ("task_id", "correct", "tool_recall", "steps", "steps_ran",
+                                                  "steps_timed_out", "steps_killed")}
                          for o in outcomes]}
 
 

@@ -158,5 +158,9 @@ def evaluate_heldout(run, r: int | str, folder: Path) -> None:
         ranks = share(run, work, progress=bar)
     outcomes = [o for _, o in sorted((pair for part in ranks for pair in part["outcomes"]), key=lambda p: p[0])]
     report = summarise(outcomes, cfg.eval.k, ranks[0]["selection"])
+    if report["steps_timed_out"] or report["steps_killed"]:
+        print(f"eval {tag}: {report['steps_timed_out']} chosen steps hit the sandbox's wall-clock limit "
+              f"({cfg.explore.sandbox_timeout_s:g}s) and {report['steps_killed']} were killed by a signal; on a "
+              f"loaded machine these are its failures, scored here as the agent's", flush=True)
     atomic_write_json(folder / f"eval_{tag}.json", report)
     run.dir.mark(r, "eval", report)

@@ -57,11 +57,14 @@ def read_result(pump, returncode: int, timed_out: bool, wall_s: float, timeout_s
     return result
 
 
+KILLED_BY = "the process was killed by"  # the start of the error of a child that died by a signal
+
+
 def _death(returncode: int) -> str:
     """Why a child that sent no result ended."""
     if returncode < 0:
         sig = signal.Signals(-returncode).name
         hint = {"SIGKILL": " (memory or CPU limit?)", "SIGXCPU": " (CPU time limit)", "SIGSEGV": " (crashed)",
                 "SIGXFSZ": " (file size limit)"}.get(sig, "")
-        return f"the process was killed by {sig}{hint}"
+        return f"{KILLED_BY} {sig}{hint}"
     return f"the process exited with status {returncode} before reporting a result"

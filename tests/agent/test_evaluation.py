@@ -49,4 +49,19 @@ def test_reports_carry_the_intervals_and_each_tasks_outcome():
     report = summarise(outcomes, k=1, selection="first")
     assert report["AnsAcc"] == 0.5 and report["AnsAcc_ci95"][0] < 0.5 < report["AnsAcc_ci95"][1]
     assert report["CodeExec"] == pytest.approx(16 / 20) and len(report["per_task"]) == 10
-    assert report["per_task"][1] == {"task_id": "t1", "correct": True, "tool_recall": None, "steps": 2, "steps_ran": 2}
+    assert report["per_task"][1] == {"task_id": "t1", "correct": True, "tool_recall": None, "steps": 2, "steps_ran": 2,
+                                     "steps_timed_out": 0, "steps_killed": 0}
+    assert report["steps_timed_out"] == report["steps_killed"] == 0
+
+
+def test_steps_the_sandbox_timed_out_or_killed_are_counted_apart():
+    from sport_fast.sandbox.result import _death
+    steps = [SimpleNamespace(tool_calls=[], ran=False, timed_out=True, error="wall-clock limit of 20s"),
+             SimpleNamespace(tool_calls=[], ran=False, timed_out=False, error=_death(-9)),
+             SimpleNamespace(tool_calls=[], ran=False, timed_out=False, error="Traceback ...\nKeyError: 'x'"),
+             SimpleNamespace(tool_calls=[], ran=True, timed_out=False, error=None)]
+    traj = SimpleNamespace(followed_steps=lambda: steps, final_answer=None, finished=False, stop_reason="max_steps")
+    out = task_outcome(Task(id="t", question="q?", answer="1"), traj)
+    assert (out["steps"], out["steps_ran"], out["steps_timed_out"], out["steps_killed"]) == (4, 1, 1, 1)
+    report = summarise([out, out], k=1, selection="first")
+    assert report["steps_timed_out"] == 2 and report["steps_killed"] == 2 and report["CodeExec"] == 0.25
