@@ -145,7 +145,7 @@ class DataParallel:
         torch.distributed.all_gather_object(parts, totals.__dict__, group=self.control)
         merged = type(totals)()
         for part in parts:
-            for key in ("losses", "accs", "margins"):
+            for key in ("losses", "accs", "margins", "chosen"):
                 getattr(merged, key).extend(part[key])
             merged.tokens += part["tokens"]
             merged.seconds = max(merged.seconds, part["seconds"])

@@ -33,6 +33,8 @@ def test_two_gloo_ranks_equal_one_process_accumulating_the_same_batches(tmp_path
     for r in ranks:
         assert r["summary"]["train_steps"] == want["train_steps"] > 0 and r["summary"]["refused_steps"] == 0
         torch.testing.assert_close(r["summary"]["loss_mean"], want["loss_mean"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["summary"]["reward_margin"], want["reward_margin"], rtol=1e-4, atol=1e-6)
+        assert r["summary"]["reward_chosen_last"] is not None, "every rank's chosen rewards are merged"
         for name, value in model.state_dict().items():
             torch.testing.assert_close(torch.tensor(r["state"][name]), value, rtol=1e-4, atol=1e-5,
                                        msg=lambda m: f"{name}: {m}")
