@@ -20,11 +20,14 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
 
 
-def trl_trainer(loss_type: str, beta: float, label_smoothing: float):
+def trl_trainer(loss_type: str, beta: float, label_smoothing: float, sft_weight: float = 0.0):
+    """TRL's DPOTrainer over two tiny models; ``sft_weight`` > 0 adds its "sft" loss with that weight."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
-    args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=beta, loss_type=[loss_type], label_smoothing=label_smoothing,
-                     report_to="none", use_cpu=True, bf16=False)
+    extra = {"loss_type": [loss_type, "sft"], "loss_weights": [1.0, sft_weight]} if sft_weight else \
+        {"loss_type": [loss_type]}
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=beta, label_smoothing=label_smoothing, report_to="none",
+                     use_cpu=True, bf16=False, **extra)
     init_data = Dataset.from_list([{"prompt": "w1 w2 ", "chosen": "w3", "rejected": "w4"}])
     trainer = DPOTrainer(model=tiny_qwen2(0), ref_model=tiny_qwen2(1), args=args, train_dataset=init_data,
                          processing_class=word_tokenizer())
@@ -32,12 +35,9 @@ def trl_trainer(loss_type: str, beta: float, label_smoothing: float):
     return trainer
 
 
-@pytest.mark.parametrize("loss_type,beta,eps", [("sigmoid", 0.1, 0.0), ("sigmoid", 0.5, 0.0),
-                                                ("robust", 0.2, 0.1), ("ipo", 0.3, 0.0)])
-def test_matches_trl_dpo_trainer(loss_type, beta, eps):
-    """TRL runs its own padded pairs-as-sequences forwards of policy and reference; we run trees."""
-    trainer = trl_trainer(loss_type, beta, eps)
-    groups = random_groups(11)
+def trl_and_our_inputs(trainer, groups):
+    """TRL's loss on every (chosen, rejected) pair of ``groups``, and what dpo_loss takes for the same pairs:
+    (trl_loss, policy sums, reference sums, chosen, rejected, lengths)."""
     examples = [{"prompt_ids": g.context_ids, "chosen_ids": g.candidate_ids[c], "rejected_ids": g.candidate_ids[r]}
                 for g in groups for c, r in g.pairs]
     with torch.no_grad():
@@ -46,9 +46,18 @@ def test_matches_trl_dpo_trainer(loss_type, beta, eps):
         ref = torch.cat(branch_logps(trainer.ref_model, groups))
     chosen, rejected = pair_indices(groups)
     lengths = segment_lengths(groups, [(g, k) for g, gr in enumerate(groups) for k in range(gr.num_candidates)])
+    assert len(examples) == chosen.numel() > len(groups)  # several rejected per group
+    return trl_loss, policy, ref, chosen, rejected, lengths
+
+
+@pytest.mark.parametrize("loss_type,beta,eps", [("sigmoid", 0.1, 0.0), ("sigmoid", 0.5, 0.0),
+                                                ("robust", 0.2, 0.1), ("ipo", 0.3, 0.0)])
+def test_matches_trl_dpo_trainer(loss_type, beta, eps):
+    """TRL runs its own padded pairs-as-sequences forwards of policy and reference; we run trees."""
+    trl_loss, policy, ref, chosen, rejected, lengths = trl_and_our_inputs(trl_trainer(loss_type, beta, eps),
+                                                                          random_groups(11))
     ours, _ = dpo_loss(policy, ref, chosen, rejected, beta=beta, loss_type=loss_type, label_smoothing=eps,
                        lengths=lengths)
-    assert len(examples) == chosen.numel() > len(groups)  # several rejected per group
     torch.testing.assert_close(ours, trl_loss.float(), rtol=1e-5, atol=1e-6)
 
 
@@ -115,23 +124,8 @@ def test_shape_mismatch_is_refused():
 @pytest.mark.parametrize("weight", [0.5, 1.0])
 def test_the_chosen_nll_term_matches_trl_sigmoid_plus_sft(weight):
     """sft_weight w == TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, w] on the same pairs."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-    args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight],
-                     report_to="none", use_cpu=True, bf16=False)
-    trainer = DPOTrainer(model=tiny_qwen2(0), ref_model=tiny_qwen2(1), args=args,
-                         train_dataset=Dataset.from_list([{"prompt": "w1 w2 ", "chosen": "w3", "rejected": "w4"}]),
-                         processing_class=word_tokenizer())
-    trainer.model.eval()
-    groups = random_groups(12)
-    examples = [{"prompt_ids": g.context_ids, "chosen_ids": g.candidate_ids[c], "rejected_ids": g.candidate_ids[r]}
-                for g in groups for c, r in g.pairs]
-    with torch.no_grad():
-        trl_loss = trainer._compute_loss(trainer.model, trainer.data_collator(examples), False)
-        policy = torch.cat(branch_logps(trainer.model, groups))
-        ref = torch.cat(branch_logps(trainer.ref_model, groups))
-    chosen, rejected = pair_indices(groups)
-    lengths = segment_lengths(groups, [(g, k) for g, gr in enumerate(groups) for k in range(gr.num_candidates)])
+    trl_loss, policy, ref, chosen, rejected, lengths = trl_and_our_inputs(trl_trainer("sigmoid", 0.1, 0.0, weight),
+                                                                          random_groups(12))
     ours, metrics = dpo_loss(policy, ref, chosen, rejected, beta=0.1, lengths=lengths, sft_weight=weight)
     plain, _ = dpo_loss(policy, ref, chosen, rejected, beta=0.1)
     torch.testing.assert_close(ours, trl_loss.float(), rtol=1e-5, atol=1e-6)
