@@ -6,6 +6,10 @@ Per step:
    ``<end_action>``; token ids are kept verbatim for training;
 2. each candidate is parsed (a malformed one is recorded with the reason, never executed) and run in a
    fresh sandbox after replaying the chosen steps' code, in parallel;
+   with ``resample`` = R, a step none of whose candidates ran is drawn again (K more candidates at the same
+   cached context, their own seeds), up to R times or until one runs: SPORT's rule yields no pair from a step
+   where nothing ran, and a step that runs on the second draw does (the candidates of every draw stay in
+   the step's record, so the failed ones are its rejected candidates);
 3. ``select`` picks one (a judge, in training; by default the first candidate whose code ran) or abstains;
    on an abstention the step is labelled with nothing (``chosen=None``: it yields no pair) and, with
    ``on_abstain="follow_first_ran"``, the trajectory goes on with the first candidate that ran, so later
@@ -45,8 +49,11 @@ class AgentConfig:
     other_temperature: float = 1.2         # candidates 1.. (SPORT: 1.2)
     top_p: float = 1.0                     # nucleus sampling (1: off)
     on_abstain: str = "follow_first_ran"   # judge abstained: go on with the first that ran, or "stop"
+    resample: int = 0                      # draws of K more candidates for a step none of whose candidates ran
 
     def __post_init__(self) -> None:
+        if self.resample < 0:
+            raise ValueError(f"resample must be >= 0 (extra draws for a step where nothing ran), got {self.resample}")
         if min(self.k, self.max_steps, self.max_errors, self.max_new_tokens) < 1:
             raise ValueError(f"k, max_steps, max_errors and max_new_tokens must be >= 1, got {self.k}, "
                              f"{self.max_steps}, {self.max_errors}, {self.max_new_tokens}")
@@ -112,14 +119,32 @@ class Agent:
             active = [e for e in episodes if e.record.stop_reason == ""]
             if not active:
                 break
-            sampled = self._sample([(e.handle, self._params(e.task, step)) for e in active])
-            settling = {pools.steps.submit(self._settle, e, step, [_parsed(c) for c in cands], pools): e
-                        for e, cands in zip(active, sampled)}
-            for done in as_completed(settling):  # each trajectory's own data: the order of these is immaterial
-                self._advance(settling[done], step, *done.result())
+            self._step(active, step, pools)
         for e in episodes:
             e.record.stop_reason = e.record.stop_reason or f"max_steps ({self.config.max_steps})"
         return [e.record for e in episodes]
+
+    def _step(self, active: list["_Episode"], step: int, pools: StepPools) -> None:
+        """Step ``step`` of every trajectory in ``active``: K candidates each, sampled in one decode batch, run and
+        judged per trajectory as soon as they are sampled; the steps where nothing ran are drawn again together
+        (``resample``) until one runs or the draws are spent, and every trajectory is advanced."""
+        drawn: dict[int, list[CandidateRecord]] = {id(e): [] for e in active}  # earlier draws' candidates
+        for draw in range(1 + self.config.resample):
+            last = draw == self.config.resample
+            sampled = self._sample([(e.handle, self._params(e.task, step, draw)) for e in active])
+            settling = {pools.steps.submit(self._settle, e, step, drawn[id(e)], [_parsed(c) for c in cands],
+                                           pools, last): e for e, cands in zip(active, sampled)}
+            again = set()
+            for done in as_completed(settling):  # each trajectory's own data: the order is immaterial
+                e, (candidates, selection) = settling[done], done.result()
+                if selection is _DRAW_AGAIN:
+                    drawn[id(e)] = candidates
+                    again.add(id(e))
+                else:
+                    self._advance(e, step, candidates, selection, draw)
+            active = [e for e in active if id(e) in again]  # in order: the next draw decodes the same rows
+            if not active:
+                return
 
     def _begin(self, task) -> "_Episode":
         shown = self.vision.images(task) if self.vision is not None else []
@@ -137,23 +162,37 @@ class Agent:
             return self.policy.sample_many(requests)
         return [self.policy.sample(handle, params) for handle, params in requests]
 
-    def _settle(self, e: "_Episode", step: int, candidates: list[CandidateRecord], pools: StepPools):
-        """(candidates, the selection) of one trajectory's step: every parsed candidate run in a fresh sandbox
-        (the shared pool), then judged; runs in a step worker, so other trajectories go on meanwhile."""
+    def _settle(self, e: "_Episode", step: int, earlier: list[CandidateRecord], new: list[CandidateRecord],
+                pools: StepPools, last: bool = True):
+        """(candidates, the selection) of one trajectory's step: every parsed new candidate run in a fresh
+        sandbox (the shared pool), then all of the step's candidates judged, or ``_DRAW_AGAIN`` when none of
+        them ran and this was not the last draw; runs in a step worker, so other trajectories go on meanwhile."""
         jobs = [pools.sandbox.submit(self._execute, rec, e.task, e.chosen_code, e.chosen_errors)
-                for rec in candidates if rec.parse_error is None]
+                for rec in new if rec.parse_error is None]
         for job in jobs:
             job.result()
+        candidates = earlier + new
+        if not last and not any(c.ran for c in candidates):
+            return candidates, _DRAW_AGAIN
         return candidates, self.select(e.task, step, candidates, e.record.followed_steps())
 
-    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord], selection) -> None:
-        """Record the selection, and either stop the trajectory (setting its stop reason) or continue it."""
+    def _advance(self, e: "_Episode", step: int, candidates: list[CandidateRecord], selection, draw: int = 0) -> None:
+        """Record the selection, and either stop the trajectory (setting its stop reason) or continue it.
+        ``draw``: the last draw of the step (0: the step was drawn once); only its candidates are still held
+        by the policy. Every earlier draw's candidates failed, so a selection among them means that nothing
+        ran at all (``first_that_ran``'s candidate 0; a judge only picks among those that ran): it becomes the
+        last draw's first candidate, which failed alike."""
         record = e.record
         chosen, verdict = _selection(selection)
+        held = len(candidates) - self.config.k  # index of the last draw's first candidate
+        if chosen is not None and chosen < held:
+            chosen = held
         follow = chosen if chosen is not None or self.config.on_abstain == "stop" else \
             first_that_ran(e.task, step, candidates)
+        if follow is not None and follow < held:
+            follow = held
         rec = StepRecord(context_tokens=_context_len(e.handle, e.record.context_ids), candidates=candidates, chosen=chosen,
-                         followed=follow, verdict=verdict)
+                         followed=follow, verdict=verdict, draws=draw + 1)
         record.steps.append(rec)
         if follow is None:
             record.stop_reason = "selector abstained"
@@ -167,7 +206,7 @@ class Agent:
             record.stop_reason = f"{e.errors} failed steps"
             return
         rec.observation_ids = self.chat.observation_ids(best.text, best.observation)
-        self.policy.commit(e.handle, follow, rec.observation_ids)
+        self.policy.commit(e.handle, follow - held, rec.observation_ids)
         if best.parse_error is None:
             e.chosen_code.append(best.code)
             e.chosen_errors.append(best.error)
@@ -181,13 +220,18 @@ class Agent:
         if rec.replay_error is not None:
             rec.observation = f"Error: {rec.replay_error}\n{rec.observation}"
 
-    def _params(self, task, step: int) -> list[SamplingParams]:
+    def _params(self, task, step: int, draw: int = 0) -> list[SamplingParams]:
+        """The K candidates' sampling of a step's ``draw``; their seeds number the step's candidates on from
+        the earlier draws', so a redrawn step samples new candidates (the first draw's are as without it)."""
         c = self.config
         return [SamplingParams(temperature=c.first_temperature if i == 0 else c.other_temperature, top_p=c.top_p,
                                max_new_tokens=c.max_new_tokens, stop=(END_ACTION,),
                                stop_token_ids=self.chat.turn_end_ids,  # as engines (and our server) stop at EOS
-                               seed=zlib.crc32(f"{self.seed}:{task.id}:{step}:{i}".encode()))
+                               seed=zlib.crc32(f"{self.seed}:{task.id}:{step}:{draw * c.k + i}".encode()))
                 for i in range(c.k)]
+
+
+_DRAW_AGAIN = object()  # _settle's selection for a step to be drawn again
 
 
 @dataclass

@@ -55,6 +55,7 @@ class StepRecord:
     followed: int | None = None        # the candidate the trajectory went on with (None: it stopped here)
     observation_ids: list[int] = field(default_factory=list)   # the turn appended after the followed step
     verdict: dict | None = None        # the selector's record (judge replies, reasons)
+    draws: int = 1                     # K-candidate draws: more than 1 when nothing ran (``AgentConfig.resample``)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sport_fast.agent.agent import lockstep_batches
-from sport_fast.agent.records import TrajectoryRecord
+from sport_fast.agent.records import CandidateRecord, TrajectoryRecord
 from sport_fast.data.rejection import step_groups
 from sport_fast.data.store import StepStore
 from sport_fast.judge.step_judge import JudgeStats
@@ -127,11 +127,19 @@ def summarise(records: list[dict]) -> dict:
         for key, value in r["judge"].items():
             if isinstance(value, (int, float)):
                 judge[key] = judge.get(key, 0) + value
-    cands = [c for r in records for s in r["trajectory"]["steps"] for c in s["candidates"]]
+    all_steps = [s for r in records for s in r["trajectory"]["steps"]]
+    cands = [c for s in all_steps for c in s["candidates"]]
+    redrawn = [s for s in all_steps if s.get("draws", 1) > 1]
     return {"tasks": len(records), "steps": steps, "groups": sum(len(r["groups"]) for r in records),
+            "steps_redrawn": len(redrawn), "steps_revived": sum(any(_ran(c) for c in s["candidates"]) for s in redrawn),
             "candidates": len(cands), "generated_tokens": sum(len(c["token_ids"]) for c in cands),
             "explore_s": round(sum(r["wall_s"] for r in records), 3),
             "judge_steps": judge.get("steps", 0), "judge_calls": judge.get("calls", 0),
             "judge_time_s": round(judge.get("latency_s", 0.0), 3), "abstentions": judge.get("abstained", 0),
             "disagreements": judge.get("disagreements", 0), "judge_cache_hits": judge.get("cached", 0),
             "decided_by_rule": judge.get("by_rule", 0)}
+
+
+def _ran(candidate: dict) -> bool:
+    """``CandidateRecord.ran`` of a candidate's JSON record."""
+    return CandidateRecord(**candidate).ran

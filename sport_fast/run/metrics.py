@@ -76,6 +76,7 @@ def round_row(run_dir, r, before, seconds) -> dict:
     return {"round": r, "tasks": explore.get("tasks"), "steps": explore.get("steps"),
             "pairs": train.get("pairs", 0), "groups": explore.get("groups"),
             "steps_with_a_pair": explore.get("groups", 0) / max(1, explore.get("steps") or 0),
+            "steps_redrawn": explore.get("steps_redrawn"), "steps_revived": explore.get("steps_revived"),
             "abstentions": explore.get("abstentions"), "abstention_rate": explore.get("abstentions", 0) / steps,
             "disagreement_rate": explore.get("disagreements", 0) / steps, "judge_time_s": explore.get("judge_time_s"),
             "cache_reuse": explore.get("cache_reuse"),
@@ -94,7 +95,8 @@ def summary_line(row: dict) -> str:
             f"{f('heldout_ToolAcc')}, CodeExec {f('heldout_CodeExec')}")
     if row["round"] == "initial":
         return f"before the first round: {held}"
-    return (f"round {row['round']}: tasks {f('tasks')}, steps {f('steps')}, pairs {f('pairs')}, abstentions "
+    redrawn = f", redrawn {f('steps_redrawn')} (ran then {f('steps_revived')})" if row.get("steps_redrawn") else ""
+    return (f"round {row['round']}: tasks {f('tasks')}, steps {f('steps')}{redrawn}, pairs {f('pairs')}, abstentions "
             f"{f('abstentions')}, judge {f('judge_time_s')}s, cache reuse {f('cache_reuse')}, explore "
             f"{f('explore_tokens_per_s')} tok/s, train {f('train_tokens_per_s')} tok/s, loss {f('loss_mean')}, "
             f"reward acc {f('reward_accuracy')}, {held} (AnsAcc before {f('heldout_AnsAcc_before')}), "

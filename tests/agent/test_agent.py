@@ -241,3 +241,97 @@ def test_a_candidate_whose_replayed_steps_went_differently_counts_as_failed(smol
     assert first.ran and first.replay_error is None
     assert not second.ran and "replaying earlier step 1 went differently" in second.replay_error, second
     assert second.observation.startswith("Error: replaying earlier step 1"), second.observation
+
+
+class RedrawPolicy(ScriptedPolicy):
+    """A plan per step of draws (lists of candidate texts): sampling a step again gives its next draw."""
+
+    def start(self, context_ids):
+        return {**super().start(context_ids), "draw": 0}
+
+    def sample(self, h, params):
+        draws = h["plan"][h["step"]]
+        texts = draws[min(h["draw"], len(draws) - 1)]
+        h["draw"] += 1
+        assert len(texts) == len(params)
+        h["pending"] = [Candidate(token_ids=self.tokenizer.encode(t, add_special_tokens=False), text=t,
+                                  finish_reason="stop") for t in texts]
+        return h["pending"]
+
+    def commit(self, h, index, observation_ids):
+        super().commit(h, index, observation_ids)
+        h["draw"] = 0
+
+
+def test_a_step_where_nothing_ran_is_drawn_again_until_one_runs(smollm2, tasks, sandbox, tools):
+    """resample=2, K=2: step 0's first draw fails (an exception, a malformed step), its second runs; step 1
+    ran at once. The step keeps all four candidates, the failed ones become its rejected candidates, and the
+    trajectory goes on with the one that ran (the policy holds only the last draw: commit index 1)."""
+    from sport_fast.data.rejection import step_groups
+    tok, task = smollm2[1], tasks[0]
+    plans = {task.question: [[[step_text("x = 1 / 0"), MALFORMED], [MALFORMED, step_text("n = 41\nprint(n)")]],
+                             [[step_text("final_answer(n + 1)"), step_text("final_answer(n)")]]]}
+    policy = RedrawPolicy(tok, plans)
+    traj = Agent(policy, ChatFormat(tok), sandbox, tools, AgentConfig(k=2, resample=2)).run(task)
+    first, second = traj.steps
+    assert [first.draws, second.draws] == [2, 1] and len(first.candidates) == 4 and len(second.candidates) == 2
+    assert [c.ran for c in first.candidates] == [False, False, False, True]
+    assert (first.chosen, first.followed) == (3, 3) and policy.commits[0].split("Observation:\n")[1].startswith("41")
+    assert traj.final_answer == 42 and traj.finished
+    groups = step_groups(traj, "sport", 0.3)
+    assert groups[0].chosen == 3 and groups[0].rejected == [0, 1, 2] and groups[0].num_candidates == 4
+
+
+def test_redrawing_stops_after_resample_draws_and_goes_on_with_the_last_draw(smollm2, tasks, sandbox, tools):
+    tok, task = smollm2[1], tasks[0]
+    fail = [step_text("x = 1 / 0"), MALFORMED]
+    plans = {task.question: [[fail, fail, fail]] * 2}
+    policy = RedrawPolicy(tok, plans)
+    traj = Agent(policy, ChatFormat(tok), sandbox, tools, AgentConfig(k=2, resample=1, max_errors=2)).run(task)
+    assert [s.draws for s in traj.steps] == [2, 2] and [len(s.candidates) for s in traj.steps] == [4, 4]
+    assert [(s.chosen, s.followed) for s in traj.steps] == [(2, 2), (2, 2)]  # first_that_ran: none ran
+    assert traj.stop_reason == "2 failed steps" and len(policy.commits) == 1
+    judged = Agent(RedrawPolicy(tok, plans), ChatFormat(tok), sandbox, tools,
+                   AgentConfig(k=2, resample=1, max_steps=1), select=lambda *a: None).run(task)
+    assert [(s.chosen, s.followed, s.draws) for s in judged.steps] == [(None, 2, 2)]
+    once = Agent(RedrawPolicy(tok, plans), ChatFormat(tok), sandbox, tools, AgentConfig(k=2, max_steps=1)).run(task)
+    assert [(len(s.candidates), s.draws) for s in once.steps] == [(2, 1)]  # resample=0: as before
+
+
+def test_a_redrawn_step_samples_new_seeds_and_the_first_draw_keeps_its_own(tools):
+    agent = Agent(None, SimpleNamespace(turn_end_ids=(0,)), None, tools, AgentConfig(k=2, resample=1))
+    wide = Agent(None, SimpleNamespace(turn_end_ids=(0,)), None, tools, AgentConfig(k=4))
+    task = SimpleNamespace(id="t")
+    first, second, four = agent._params(task, 0, 0), agent._params(task, 0, 1), wide._params(task, 0)
+    assert [p.seed for p in first + second] == [p.seed for p in four] and len({p.seed for p in four}) == 4
+    assert [p.temperature for p in second] == [p.temperature for p in first] == [0.7, 1.2]
+    with pytest.raises(ValueError, match="resample must be >= 0"):
+        AgentConfig(resample=-1)
+
+
+class FailingSandbox:
+    """Runs every candidate as a program that raises (so that nothing runs and every step is drawn again)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def run(self, code, files=None, prelude=()):
+        return self.inner.run("raise ValueError('refused by the test')", files=files, prelude=prelude)
+
+
+def test_the_prefix_sampler_continues_a_redrawn_step_with_the_last_draws_tokens(smollm2, tasks, sandbox, tools):
+    """Through the real sampler (which holds only the last draw's candidates): after a step drawn twice where
+    nothing ran, the cached context continues with the last draw's first candidate, verbatim."""
+    model, tok = smollm2
+    sampler = PrefixSampler(model, tok, seed=0)
+    started = []
+    original_start = sampler.start
+    sampler.start = lambda ids: started.append(original_start(ids)) or started[-1]
+    config = AgentConfig(k=2, resample=1, max_steps=2, max_new_tokens=24)
+    traj = Agent(sampler, ChatFormat(tok), FailingSandbox(sandbox), tools, config).run(tasks[0])
+    first = traj.steps[0]
+    assert first.draws == 2 and len(first.candidates) == 4 and first.followed == 2 and len(traj.steps) == 2
+    followed, n0 = first.candidates[2], len(traj.context_ids)
+    ctx = started[0].context_ids
+    assert ctx[:n0] == traj.context_ids and ctx[n0:n0 + len(followed.token_ids)] == followed.token_ids
+    assert ctx[n0 + len(followed.token_ids):][:len(first.observation_ids)] == first.observation_ids
