@@ -2,7 +2,8 @@
 
 Layout::
 
-    config.yaml            the resolved config (a resumed run must resolve to the same one)
+    config.yaml            the resolved config (a resumed run must resolve to the same one, or to it with
+                           more rounds: the run goes on)
     manifest.json          {"phases": {"<round>": {"<phase>": {...summary...}}}}, rewritten atomically
     round_<r>/             that round's records (trajectories.jsonl, store/, eval/)
     checkpoints/round_<r>/ weights.safetensors + meta.json + COMPLETE (written last)
@@ -21,16 +22,44 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from sport_fast.run.durable import atomic_write, atomic_write_json, fsync_dir
 from sport_fast.run.crash_points import crash_point
 from sport_fast.run.errors import ResumeError
 
 
-def _same_config(saved: Path, config_yaml: str, reread) -> bool:
-    """Whether the run's ``config.yaml`` is ``config_yaml``. A run written before a release added config keys
-    is the same run when its file, read by this release (``reread``: the new keys at their defaults), is."""
-    return saved.read_text() == config_yaml or (reread is not None and reread(saved) == config_yaml)
+def config_changes(saved: Path, config_yaml: str, reread) -> dict[str, tuple]:
+    """Dotted key -> (saved value, new value) for every key where the run's ``config.yaml`` and ``config_yaml``
+    differ. A run written before a release added config keys is read by this release (``reread``: the new keys
+    at their defaults), so those keys are no change."""
+    text = saved.read_text()
+    if text == config_yaml:
+        return {}
+    if reread is not None:
+        text = reread(saved) or text
+    old, new = _flat(yaml.safe_load(text) or {}), _flat(yaml.safe_load(config_yaml) or {})
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+def _describe(changes: dict) -> str:
+    shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:3]]
+    return "; ".join(shown) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+
+
+def _more_rounds(changes: dict) -> tuple[int, int] | None:
+    """A resumed run may only be given more rounds: nothing before them depends on how many there are."""
+    if set(changes) != {"rounds"}:
+        return None
+    old, new = changes["rounds"]
+    return (old, new) if isinstance(old, int) and isinstance(new, int) and new > old else None
 
 
 class RunDir:
@@ -40,14 +69,16 @@ class RunDir:
         ``reread(path)``: a saved config file as this release resolves it (``config.reread_config``)."""
         self.root = Path(root)
         saved = self.root / "config.yaml"
-        if saved.exists() and not _same_config(saved, config_yaml, reread):
-            raise ResumeError(f"run directory {self.root} holds a run with a different config; resume it with the "
-                              f"same command, or choose another out_dir")
+        changes = config_changes(saved, config_yaml, reread) if saved.exists() else {}
+        self.extended = _more_rounds(changes)  # (saved rounds, new rounds), or None
+        if changes and self.extended is None:
+            raise ResumeError(f"run directory {self.root} holds a run with a different config ({_describe(changes)}); "
+                              f"resume it with the same command, or choose another out_dir")
         self.manifest_path = self.root / "manifest.json"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"phases": {}}
         _check_backends(self.root, self.manifest.get("backends"), backends)
         self.root.mkdir(parents=True, exist_ok=True)
-        if not saved.exists():
+        if not saved.exists() or self.extended:
             atomic_write(saved, config_yaml)
         if backends is not None and "backends" not in self.manifest:
             self.manifest["backends"] = backends

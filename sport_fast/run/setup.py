@@ -61,6 +61,9 @@ def build_run(cfg, config_yaml: str, parallel=None, reread=None) -> RunParts:
         return run
     run = agreed(parallel, prepare)
     run.dir = RunDir(root, config_yaml, run.backends.to_json(), reread)
+    if run.dir.extended:
+        print(f"sport_fast.train: {root} was a run of {run.dir.extended[0]} round(s); it goes on to "
+              f"{run.dir.extended[1]} from where it stopped")
     run.tasks.place(root)
     run.metrics = RunMetrics(run.dir.root)
     return run
