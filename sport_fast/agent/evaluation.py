@@ -36,8 +36,8 @@ def task_outcome(task, traj, names: dict | None = None) -> dict:
             "called_tools": called, "lacking_tools": lacking,
             "tool_recall": (sum(t in called for t in ours) / len(ours)) if ours else None,
             "steps": len(chosen), "steps_ran": sum(c.ran for c in chosen), "stop_reason": traj.stop_reason,
-            "steps_timed_out": sum(bool(getattr(c, "timed_out", False)) for c in chosen),
-            "steps_killed": sum((getattr(c, "error", None) or "").startswith(KILLED_BY) for c in chosen)}
+            "steps_timed_out": sum(c.timed_out for c in chosen),
+            "steps_killed": sum((c.error or "").startswith(KILLED_BY) for c in chosen)}
 
 
 def _correct(task, traj) -> bool:

@@ -11,7 +11,8 @@ from sport_fast.tools.tool_sets import tool_set
 
 
 def trajectory(called: list[str], answer, ran=(True,)):
-    steps = [SimpleNamespace(tool_calls=[{"name": n} for n in called], ran=r) for r in ran]
+    steps = [SimpleNamespace(tool_calls=[{"name": n} for n in called], ran=r, timed_out=False, error=None if r else "E")
+             for r in ran]
     return SimpleNamespace(followed_steps=lambda: steps, final_answer=answer, finished=True, stop_reason="final_answer")
 
 
