@@ -9,7 +9,8 @@ Per step of a trajectory (context of L tokens, K candidates):
 3. ``commit(candidate, observation)`` appends that candidate's suffix KV to the context cache and
    prefills the candidate's last token plus the observation: 1 + len(observation) tokens.
 ``sample_many`` does step 2 for several trajectories at once (contexts of any lengths, no padding): one
-forward per decoded token for all their rows.
+forward per decoded token for all their rows. The prompt the trajectories it prefills begin with (the system
+prompt and tool list) is prefilled once and copied (``shared_prompt``), not prefilled per trajectory.
 
 Token-in, token-out: candidate ids are kept verbatim, so the next context is token-identical to what was
 sampled and to what training packs. ``load_weights`` bumps a version; a trajectory whose cache predates
@@ -32,6 +33,7 @@ from sport_fast.sampler.prefix_attention import cached_forward_attention
 from sport_fast.backends import decode_mode
 from sport_fast.sampler.decode_steps import decode_steps
 from sport_fast.sampler.sampling import Candidate, SamplingParams, sample_rows
+from sport_fast.sampler.shared_prompt import MIN_SHARED, SharedPrompt, shared_length
 from sport_fast.model.forward_lock import forward_lock
 from sport_fast.model.vision import check_images, context_positions
 
@@ -65,9 +67,10 @@ class CachedContext:
 class PrefixSampler:
     """Samples K candidate steps per trajectory from one shared prefill (any Hugging Face causal LM)."""
 
-    def __init__(self, model, tokenizer=None, seed: int = 0, decode: str = "auto"):
+    def __init__(self, model, tokenizer=None, seed: int = 0, decode: str = "auto", share_prompt: bool = True):
         """``decode``: how decode forwards run (``decode_steps``; ``backends.decode_mode``): auto, dynamic,
-        static or graph."""
+        static or graph. ``share_prompt``: prefill the prefix that new trajectories share once (off: each
+        prefills its whole context, as a reference)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.seed = seed
@@ -76,6 +79,8 @@ class PrefixSampler:
         self.version = 0                  # the weight version candidates are labelled with
         self.lock = forward_lock(model)
         self._decoders: dict = {}  # the static decode modes' decoders by shape (a graph captured once each)
+        self.share_prompt = share_prompt
+        self._prompt: SharedPrompt | None = None
 
     # -- public API ------------------------------------------------------------------------------
     def start(self, context_ids: Sequence[int], images: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> CachedContext:
@@ -107,8 +112,9 @@ class PrefixSampler:
             return self._sample_many(requests)
 
     def _sample_many(self, requests) -> list[list[Candidate]]:
+        prompt = self._shared_prompt([traj for traj, _ in requests])
         for traj, _ in requests:
-            self._ensure_prefilled(traj)
+            self._ensure_prefilled(traj, prompt)
         counters = [StepCounters(context_tokens=len(t.context_ids), prefilled_tokens=t.prefilled_since_step,
                                  cached_tokens=len(t.context_ids) - t.prefilled_since_step) for t, _ in requests]
         results = self._decode([t for t, _ in requests], [list(p) for _, p in requests])
@@ -147,7 +153,7 @@ class PrefixSampler:
             return self._fork(traj, extra_ids)
 
     def _fork(self, traj: CachedContext, extra_ids: Sequence[int]) -> CachedContext:
-        self._ensure_prefilled(traj)
+        self._ensure_prefilled(traj, self._prompt)
         child = CachedContext(context_ids=traj.context_ids + [int(t) for t in extra_ids], cache=copy.deepcopy(traj.cache),
                            cached_len=traj.cached_len, last_logits=traj.last_logits,
                            weights_version=traj.weights_version, images=traj.images, rope_delta=traj.rope_delta)
@@ -173,13 +179,34 @@ class PrefixSampler:
             self.load_weights(version=version)
 
     # -- internals -------------------------------------------------------------------------------
-    def _ensure_prefilled(self, traj: CachedContext) -> None:
+    def _ensure_prefilled(self, traj: CachedContext, prompt: SharedPrompt | None = None) -> None:
         if traj.weights_version != self.weights_version:  # new trajectory, or weights changed since
-            traj.cache, traj.cached_len = growing_cache(self.model.config), 0
             traj.weights_version = self.weights_version
             traj.prefilled_since_step = 0
-            traj.last_logits = self._prefill(traj, traj.context_ids)
+            if prompt is not None and not traj.images and prompt.serves(traj.context_ids, self.weights_version):
+                traj.cache, traj.cached_len = prompt.copy_cache(), len(prompt.ids)
+                traj.prefilled_since_step, prompt.unbilled = prompt.unbilled, 0
+            else:
+                traj.cache, traj.cached_len = growing_cache(self.model.config), 0
+            traj.last_logits = self._prefill(traj, traj.context_ids[traj.cached_len:])
         traj.pending, traj.pending_kv = [], None  # sampling again without a commit drops the last candidates
+
+    def _shared_prompt(self, trajs: list[CachedContext]) -> SharedPrompt | None:
+        """The prefix KV for the text-only trajectories among ``trajs`` that need a prefill: the one kept if
+        it serves them all, else a new one for the prefix they share (kept in its place), else None."""
+        fresh = [t.context_ids for t in trajs if t.weights_version != self.weights_version and not t.images]
+        if not self.share_prompt or not fresh:
+            return None
+        kept = self._prompt
+        if kept is not None and all(kept.serves(ids, self.weights_version) for ids in fresh):
+            return kept
+        n = shared_length(fresh)
+        if n < MIN_SHARED:
+            return None
+        holder = CachedContext(context_ids=fresh[0][:n], cache=growing_cache(self.model.config))
+        self._prefill(holder, holder.context_ids)
+        self._prompt = SharedPrompt(holder.context_ids, holder.cache, self.weights_version, unbilled=n)
+        return self._prompt
 
     def _prefill(self, traj: CachedContext, new_ids: list[int]) -> torch.Tensor:
         """Run ``new_ids`` through the model on top of the cache; returns the last position's logits (V,).
