@@ -36,7 +36,7 @@ else
   FLAG=
   W1_ARGS=${W1_ARGS:---h 3584 1536 --n 4096 65536}   # most telling first: rows are kept per shape
   W2_ARGS=${W2_ARGS:---models qwen2-1.5b-lora64 --variants independent --groups 2 --context 1024 2048 --steps 2}
-  W3_ARGS=${W3_ARGS:---model qwen2-1.5b --trajectories 4 --steps 2 --new-tokens 32 --context 1000}
+  W3_ARGS=${W3_ARGS:---model qwen2-1.5b --trajectories 4 --steps 2 --new-tokens 32 --context 1000 --peers a b c d e}
   TESTS=(tests/kernels/test_linear_logprobs_cuda.py tests/kernels/test_linear_logprobs.py
          tests/kernels/test_linear_logprobs_variants.py tests/dpo/test_training_equivalence.py)
 fi

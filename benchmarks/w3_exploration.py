@@ -13,7 +13,10 @@ After each step the trajectory continues with candidate 0 and a fixed observatio
       K siblings from its KV, commit;
   (d) the same sampler with the trajectories batched (``sample_many``): K x trajectories rows per decode forward;
   (e) (d) with decode="graph" (the step captured as a CUDA graph; ``backends.decode_mode`` runs "static",
-      uncaptured, without CUDA: the row says which ran).
+      uncaptured, without CUDA: the row says which ran);
+  (f) (d) with every trajectory's whole context prefilled (``share_prompt=False``): what (d) was before the
+      sampler prefilled the prompt the trajectories share once (with SmolLM2 they share the system prompt;
+      the random contexts of --smoke and the GPU shape share nothing, so there (f) equals (d)).
   A batched step's wall time is shared equally by the trajectories in it.
 
 On the CPU each peer runs in its own process (peak RSS is its own); on CUDA and in --smoke all run in one
@@ -55,10 +58,11 @@ TOOLS = [("count_objects", "path: str, colour: str", "count connected regions of
          ("calculator", "expression: str", "evaluate an arithmetic expression exactly"),
          ("final_answer", "answer: str", "end the task with this answer")]
 OBSERVATION = "\nObservation: (640, 480)\n"
-ORDER = "decba"  # the batched sampler first (the others' ratios are to it), then by expected speed
+ORDER = "dfecba"  # the batched sampler first (the others' ratios are to it), then by expected speed
 NAMES = {"a": "(a) SPORT: generate x2, re-prefill", "b": "(b) generate(num_return_sequences=K)",
          "c": "(c) sport_fast PrefixSampler", "d": "(d) sport_fast PrefixSampler, batched",
-         "e": "(e) sport_fast PrefixSampler, batched, decode=graph"}
+         "e": "(e) sport_fast PrefixSampler, batched, decode=graph",
+         "f": "(f) sport_fast PrefixSampler, batched, each context prefilled whole"}
 
 
 # -- models and contexts ---------------------------------------------------------------------------
@@ -145,9 +149,9 @@ def run_ours(model, tok, peer, shape, sync):
     from sport_fast.backends import decode_mode
     from sport_fast.sampler.prefix_sampler import PrefixSampler
     obs, mode = observation(tok), "graph" if peer == "e" else "dynamic"
-    sampler, steps = PrefixSampler(model, tok, seed=0, decode=mode), []
+    sampler, steps = PrefixSampler(model, tok, seed=0, decode=mode, share_prompt=peer != "f"), []
     trajs = [sampler.start(ctx) for ctx in contexts(tok, shape, model.config.vocab_size)]
-    groups = [list(range(len(trajs)))] if peer in "de" else [[t] for t in range(len(trajs))]
+    groups = [list(range(len(trajs)))] if peer in "def" else [[t] for t in range(len(trajs))]
     for group in groups:
         for s in range(shape["steps"]):
             sync()
@@ -171,10 +175,10 @@ def run_peer(peer: str, loaded, shape, own_process: bool = False) -> dict:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:  # the sampler's model as the loader gives a run (FlexAttention on CUDA); generate() on SDPA, as SPORT
         from sport_fast.model.loader import resolve_attention
-        model.set_attn_implementation((resolve_attention("auto") or "sdpa") if peer in "cde" else "sdpa")
+        model.set_attn_implementation((resolve_attention("auto") or "sdpa") if peer in "cdef" else "sdpa")
     base = reset_peak(cuda)
     with torch.no_grad():
-        steps, decode = run_ours(model, tok, peer, shape, sync) if peer in "cde" else run_hf(model, tok, peer, shape, sync)
+        steps, decode = run_ours(model, tok, peer, shape, sync) if peer in "cdef" else run_hf(model, tok, peer, shape, sync)
     return {"peer": peer, "steps": steps, "decode": decode, "peak_rss_mib": peak_rss_mib() if own_process else None,
             "peak_mem_above_model_gib": peak_gib(cuda, base)}
 

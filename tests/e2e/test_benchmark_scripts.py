@@ -75,8 +75,10 @@ def test_w2_peers_run_training_module_and_their_step0_losses_agree(smoke):
 
 def test_w3_rows_show_every_peer_and_the_cache_reuse(smoke):
     rows = {r["peer"][:3]: r for r in smoke[1]["w3"]}
-    assert sorted(rows) == ["(a)", "(b)", "(c)", "(d)", "(e)"], sorted(rows)
+    assert sorted(rows) == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"], sorted(rows)
     assert rows["(a)"]["prefilled_per_context_token"] > 1 > rows["(d)"]["prefilled_per_context_token"]
+    # the smoke's random contexts share no prompt: prefilling each whole, (f) runs what (d) runs
+    assert rows["(f)"]["prefilled_per_context_token"] == rows["(d)"]["prefilled_per_context_token"]
     assert rows["(e)"]["decode"] == "static", "graph decode without CUDA must run (and say) static"
 
 
