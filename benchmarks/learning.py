@@ -14,7 +14,7 @@ task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)
 the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
 the curve to ``benchmarks/results/w5_learning.png``.
 
-    python benchmarks/learning.py --mode quick     # 1 seed, 1 round: a first look, under ~20 minutes here
+    python benchmarks/learning.py --mode quick     # 1 seed, 1 round: ~40 min on 2 shared CPU cores (docs/measurements.md)
     python benchmarks/learning.py --mode full      # 2 seeds, 3 rounds
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def step_diversity(rdir: Path) -> dict:
     answered = [(t, s) for t, s in steps if any(c.has_final_answer for c in s.candidates)]
     right = [[c.has_final_answer and task_answer_correct(t, c.final_answer) for c in s.candidates] for t, s in answered]
     mixed = [any(r) and not all(r) for r in right]  # a right answer beside a wrong one or none
-    return {"steps_one_text": sum(len({c.text for c in s.candidates}) == 1 for _, s in steps),
+    return {"by_family": by_family(steps), "steps_one_text": sum(len({c.text for c in s.candidates}) == 1 for _, s in steps),
             "steps_none_ran": sum(not any(c.ran for c in s.candidates) for _, s in steps),
             "steps_answered": len(answered),
             "answered_steps_answers_differ": sum(len({json.dumps(c.final_answer) for c in s.candidates
@@ -126,6 +126,26 @@ def step_diversity(rdir: Path) -> dict:
             "mixed_steps": sum(mixed),
             "mixed_steps_judged_right": sum(m and s.chosen is not None and r[s.chosen]
                                             for m, (_, s), r in zip(mixed, answered, right))}
+
+
+def by_family(steps: list) -> dict:
+    """Per task family, of (task, step) pairs: steps, steps whose K candidates were one text, candidates, those
+    that ran, those that answered right (against the suite's answers), steps with a right one. Where a round
+    cannot teach a family the warm start never showed, this says whether any right candidate was drawn."""
+    from sport_fast.tasks.answer_rules import task_answer_correct
+    out: dict[str, dict] = {}
+    for task, step in steps:
+        family = task.source.split(":", 1)[1] if task.source.startswith("suite:") else task.source
+        right = [c.has_final_answer and task_answer_correct(task, c.final_answer) for c in step.candidates]
+        row = out.setdefault(family, dict.fromkeys(("steps", "steps_one_text", "candidates", "candidates_ran",
+                                                    "candidates_right", "steps_some_right"), 0))
+        row["steps"] += 1
+        row["steps_one_text"] += len({c.text for c in step.candidates}) == 1
+        row["candidates"] += len(step.candidates)
+        row["candidates_ran"] += sum(c.ran for c in step.candidates)
+        row["candidates_right"] += sum(right)
+        row["steps_some_right"] += any(right)
+    return out
 
 
 # -- pooling over seeds --------------------------------------------------------------------------------

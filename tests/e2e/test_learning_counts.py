@@ -36,6 +36,9 @@ def test_step_diversity_counts_mixed_steps_and_the_judges_picks(tmp_path):
     rdir.mkdir()
     (rdir / "trajectories.jsonl").write_text(json.dumps({"task_id": task.id, "trajectory": record.to_json()}) + "\n")
     counts = step_diversity(rdir)
+    family = task.source.split(":")[1]
+    assert counts.pop("by_family") == {family: {"steps": 5, "steps_one_text": 1, "candidates": 10, "candidates_ran": 8,
+                                                "candidates_right": 2, "steps_some_right": 2}}
     assert counts == {"steps_one_text": 1, "steps_none_ran": 1, "steps_answered": 3,
                       "answered_steps_answers_differ": 1, "answered_steps_some_right": 2,
                       "answered_steps_followed_right": 1, "mixed_steps": 2, "mixed_steps_judged_right": 1}
