@@ -12,9 +12,10 @@ exactly as a user runs it (a run directory per arm and seed, resumable):
 Per arm and round: AnsAcc, ToolAcc, CodeExec with 95% bootstrap intervals over tasks; pooled over seeds (per
 task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)-(d), (b)-(a); pairs per round,
 the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
-the curve to ``benchmarks/results/w5_learning.png``.
+the curve to ``benchmarks/results/w5_learning.png``. The arms run side by side, one intra-op thread each:
+every seed's (a) and (b)+(c) at once, a seed's (d) as soon as its rounds have trained (``Arm``).
 
-    python benchmarks/learning.py --mode quick     # 1 seed, 1 round: ~40 min on 2 shared CPU cores (docs/measurements.md)
+    python benchmarks/learning.py --mode quick     # 1 seed, 1 round (docs/measurements.md: its wall time)
     python benchmarks/learning.py --mode full      # 2 seeds, 3 rounds
 """
 from __future__ import annotations
@@ -41,36 +42,77 @@ COMMON = ["tasks.n_train=28", "tasks.n_heldout=28", "eval.n_tasks=28", "eval.bat
           "eval.max_new_tokens=160", "explore.max_new_tokens=160", "explore.max_steps=3", "explore.k=4",
           "explore.batch=7", "tasks.per_round=14", "judge.backend=local", "judge.max_tokens=64",
           "train.lr=2e-4"]  # LoRA adapters; the default 5e-5 is not calibrated for a round of a few steps
+# The defaults: a warm start on one demonstration of each family for 10 epochs (partly able: 0.37 held-out),
+# whose rounds draw 8 candidates a step (first step at 0.7, later ones at 1.2) and train with the chosen
+# step's NLL beside DPO at lr 5e-5 (docs/measurements.md, W5: the setting that did no harm, the one with signal).
+ALL_FAMILIES = "count_colour,colour_area,quadrant_count,tallest_bar,receipt_total,table_best,order_number"
+ROUND_RECIPE = ["explore.k=8", "explore.first_temperature=0.7", "explore.other_temperature=1.2", "train.sft_weight=1",
+                "train.lr=5e-5"]
 
 
-def train(out: Path, seed: int, *overrides: str) -> dict:
-    """Run (or resume) one arm; its manifest."""
-    cmd = [sys.executable, "-m", "sport_fast.train", "--config", "default", f"out_dir={out}", f"seed={seed}",
-           *COMMON, *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"arm {out.name} failed:\n{done.stderr[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["wall_s"] = round(time.perf_counter() - t0, 1)
-    return manifest
+class Arm:
+    """One arm's ``python -m sport_fast.train`` (started, or resumed from its run directory) as a child process
+    with one intra-op thread, so that the arms of every seed share the cores side by side; its output goes to
+    ``<run dir>.log``."""
+
+    def __init__(self, out: Path, seed: int, *overrides: str, cmd: list[str] | None = None):
+        self.out, self.t0 = out, time.perf_counter()
+        cmd = cmd or [sys.executable, "-m", "sport_fast.train", "--config", "default", f"out_dir={out}",
+                      f"seed={seed}", *COMMON, *overrides]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.log = out.with_name(out.name + ".log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        print(f"  started {out.name} (log {self.log})", flush=True)
+
+    def manifest(self) -> dict:
+        path = self.out / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else {"phases": {}}
+
+    def trained(self, rounds: int, poll_s: float = 5.0) -> dict:
+        """The manifest once every round has trained (the control's budget is known then, before the last
+        evaluation), or once the run has ended."""
+        while True:
+            manifest = self.manifest()
+            if all("train" in manifest["phases"].get(str(r), {}) for r in range(rounds)):
+                return manifest
+            if self.proc.poll() is not None:
+                return self.wait()
+            time.sleep(poll_s)
+
+    def wait(self) -> dict:
+        if self.proc.wait() != 0:
+            tail = self.log.read_text()[-3000:]
+            raise SystemExit(f"arm {self.out.name} failed (exit {self.proc.returncode}); the end of {self.log}:\n{tail}")
+        manifest = self.manifest()
+        manifest["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        print(f"  finished {self.out.name} in {manifest['wall_s']:.0f} s", flush=True)
+        return manifest
 
 
-def seed_arms(base: Path, seed: int, rounds: int, args) -> dict:
-    """The four arms of one seed: their evaluation reports, and what the rounds did. (a) depends on the seed
-    only, so every variant shares it; (b)+(c) and (d) are named by the variant."""
-    sft = warm_start_overrides(args)
+def all_seeds(base: Path, seeds: list[int], rounds: int, args) -> dict:
+    """Every seed's four arms, run side by side: (a) and (b)+(c) of every seed start at once; a seed's (d)
+    starts when its rounds have trained (its budget matches theirs), beside (c)'s last evaluation."""
     tag = f"_{args.variant}" if args.variant else ""
-    untuned = train(base / f"a_untuned_s{seed}", seed, "rounds=0")
-    sport = train(base / f"bc_sport{tag}_s{seed}", seed, f"rounds={rounds}", *sft, f"sft.epochs={args.sft_epochs}",
-                  *args.sport)
-    extra = _matched_epochs(sport, rounds, args.sft_epochs)
-    control = train(base / f"d_control{tag}_s{seed}", seed, "rounds=0", *sft, f"sft.epochs={args.sft_epochs + extra}")
+    sft = warm_start_overrides(args)
+    untuned = {s: Arm(base / f"a_untuned_s{s}", s, "rounds=0") for s in seeds}  # a seed's (a): every variant's
+    sport = {s: Arm(base / f"bc_sport{tag}_s{s}", s, f"rounds={rounds}", *sft, f"sft.epochs={args.sft_epochs}",
+                    *args.sport) for s in seeds}
+    extra, control = {}, {}
+    for s in seeds:
+        extra[s] = _matched_epochs(sport[s].trained(rounds), rounds, args.sft_epochs)
+        control[s] = Arm(base / f"d_control{tag}_s{s}", s, "rounds=0", *sft, f"sft.epochs={args.sft_epochs + extra[s]}")
+    return {s: seed_record(base / f"bc_sport{tag}_s{s}", rounds, untuned[s].wait(), sport[s].wait(),
+                           control[s].wait(), extra[s]) for s in seeds}
+
+
+def seed_record(bc_dir: Path, rounds: int, untuned: dict, sport: dict, control: dict, extra: int) -> dict:
+    """One seed's evaluation reports per arm, and what its rounds did."""
     phases = sport["phases"]
     return {"a": [phases_eval(untuned)], "b": [phases_eval(sport)],
             "c": [phases[str(r)]["eval"] for r in range(rounds)], "d": [phases_eval(control)],
-            "rounds": [{**_round_record(phases[str(r)]), **step_diversity(base / f"bc_sport{tag}_s{seed}" / f"round_{r}")}
+            "rounds": [{**_round_record(phases[str(r)]), **step_diversity(bc_dir / f"round_{r}")}
                        for r in range(rounds)], "extra_sft_epochs": extra,
             "wall_s": {"a": untuned["wall_s"], "bc": sport["wall_s"], "d": control["wall_s"]}}
 
@@ -190,11 +232,11 @@ def main() -> None:
     p.add_argument("--mode", choices=MODES, default="quick")
     p.add_argument("--seeds", type=int, nargs="*")
     p.add_argument("--rounds", type=int)
-    p.add_argument("--sft-families", default="count_colour,tallest_bar,table_best,order_number")
-    p.add_argument("--sft-tasks", type=int, default=0, help="the first n of those families' training tasks (0: all)")
-    p.add_argument("--sft-epochs", type=int, default=4)
+    p.add_argument("--sft-families", default=ALL_FAMILIES)
+    p.add_argument("--sft-tasks", type=int, default=7, help="the first n of those families' training tasks (0: all)")
+    p.add_argument("--sft-epochs", type=int, default=10)
     p.add_argument("--sft-lr", type=float, default=1e-3)  # calibrated: 1e-4 left the format unlearnt (AnsAcc 0/7)
-    p.add_argument("--sport", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--sport", nargs="*", default=ROUND_RECIPE, metavar="KEY=VALUE",
                    help="overrides for the rounds of (c) only, e.g. train.epochs=4 (the control matches its steps)")
     p.add_argument("--variant", default="", help="names (b)+(c) and (d)'s run folders, so variants share (a)")
     p.add_argument("--out-dir", default=str(ROOT / "runs" / "learning"))
@@ -202,7 +244,7 @@ def main() -> None:
     mode = MODES[args.mode]
     seeds, rounds = args.seeds or mode["seeds"], args.rounds or mode["rounds"]
     base, t0, meta = Path(args.out_dir) / args.mode, time.perf_counter(), stamp()
-    results = {seed: seed_arms(base, seed, rounds, args) for seed in seeds}
+    results = all_seeds(base, seeds, rounds, args)
     by_stage = stages(results, rounds)
     summary = {name: pooled(reports) for name, reports in by_stage.items()}
     diffs = differences(by_stage, rounds)
