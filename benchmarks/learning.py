@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_rows, stamp  # noqa: E402
 
 from sport_fast.agent.intervals import bootstrap_ci, mean_or_none, paired_difference  # noqa: E402
+from sport_fast.tasks.suite import FAMILIES  # noqa: E402
 
 MODES = {"quick": {"seeds": [0], "rounds": 1}, "full": {"seeds": [0, 1], "rounds": 3}}
 COMMON = ["tasks.n_train=28", "tasks.n_heldout=28", "eval.n_tasks=28", "eval.batch=14", "eval.max_steps=3",
@@ -45,14 +46,14 @@ COMMON = ["tasks.n_train=28", "tasks.n_heldout=28", "eval.n_tasks=28", "eval.bat
 # The defaults: a warm start on one demonstration of each family for 10 epochs (partly able: 0.37 held-out),
 # whose rounds draw 8 candidates a step (first step at 0.7, later ones at 1.2) and train with the chosen
 # step's NLL beside DPO at lr 5e-5 (docs/measurements.md, W5: the setting that did no harm, the one with signal).
-ALL_FAMILIES = "count_colour,colour_area,quadrant_count,tallest_bar,receipt_total,table_best,order_number"
+ALL_FAMILIES = ",".join(family.__name__ for family in FAMILIES)
 ROUND_RECIPE = ["explore.k=8", "explore.first_temperature=0.7", "explore.other_temperature=1.2", "train.sft_weight=1",
                 "train.lr=5e-5"]
 
 
 class Arm:
     """One arm's ``python -m sport_fast.train`` (started, or resumed from its run directory) as a child process
-    with one intra-op thread, so that the arms of every seed share the cores side by side; its output goes to
+    with one intra-op thread, so that the arms of every seed share the cores side by side; its output is added to
     ``<run dir>.log``."""
 
     def __init__(self, out: Path, seed: int, *overrides: str, cmd: list[str] | None = None):
@@ -62,7 +63,7 @@ class Arm:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         out.parent.mkdir(parents=True, exist_ok=True)
         self.log = out.with_name(out.name + ".log")
-        with open(self.log, "w") as log:
+        with open(self.log, "a") as log:  # a resumed arm keeps its earlier runs' output
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         print(f"  started {out.name} (log {self.log})", flush=True)
 
@@ -104,7 +105,7 @@ def all_seeds(base: Path, seeds: list[int], rounds: int, args) -> dict:
     for s in seeds:
         extra[s] = _matched_epochs(sport[s].trained(rounds), rounds, args.sft_epochs)
         control[s] = Arm(base / f"d_control{tag}_s{s}", s, "rounds=0", *sft, f"sft.epochs={args.sft_epochs + extra[s]}")
-    return {s: seed_record(base / f"bc_sport{tag}_s{s}", rounds, untuned[s].wait(), sport[s].wait(),
+    return {s: seed_record(sport[s].out, rounds, untuned[s].wait(), sport[s].wait(),
                            control[s].wait(), extra[s]) for s in seeds}
 
 

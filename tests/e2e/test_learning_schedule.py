@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+import pytest
 from train_runs import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,9 +45,6 @@ def test_control_budget_is_read_once_the_rounds_have_trained(tmp_path):
 def test_a_failed_arm_names_itself_and_its_log(tmp_path):
     out = tmp_path / "d_control_s0"
     arm = Arm(out, 0, cmd=[sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"])
-    try:
+    with pytest.raises(SystemExit) as err:
         arm.trained(rounds=1, poll_s=0.05)
-    except SystemExit as err:
-        assert "d_control_s0 failed (exit 3)" in str(err) and "bad config" in str(err)
-    else:
-        raise AssertionError("a failed arm went unnoticed")
+    assert "d_control_s0 failed (exit 3)" in str(err.value) and "bad config" in str(err.value)
