@@ -7,8 +7,9 @@ exactly as a user runs it (a run directory per arm and seed, resumable):
                    ``--sft-tasks``); the rounds explore the other training tasks
   (c) + SPORT      (b) followed by R rounds (suite tasks, K candidates, sandbox, the judge; the judge never
                    sees an answer or a reference program)                     the same run as (b)
-  (d) control      (b) with more SFT epochs instead of the rounds: as many extra optimizer steps as (c)'s
-                   rounds took, no preference signal                          rounds=0
+  (d) control      (b) continued with SFT on its demonstrations instead of the rounds: from (b)'s weights
+                   (``sft.continue_from``), fresh adapters as (c)'s rounds have, as many optimizer steps
+                   as (c)'s rounds took, no preference signal                 rounds=0
 Per arm and round: AnsAcc, ToolAcc, CodeExec with 95% bootstrap intervals over tasks; pooled over seeds (per
 task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)-(d), (b)-(a); pairs per round,
 the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
@@ -38,10 +39,11 @@ from common import RESULTS, append_rows, stamp  # noqa: E402
 from sport_fast.agent.intervals import bootstrap_ci, mean_or_none, paired_difference  # noqa: E402
 from sport_fast.tasks.suite import FAMILIES  # noqa: E402
 
-MODES = {"quick": {"seeds": [0], "rounds": 1}, "full": {"seeds": [0, 1], "rounds": 3}}
+# quick: 7 tasks explored (one per family) so that it ends within 20 min on 2 cores; full: 14 a round
+MODES = {"quick": {"seeds": [0], "rounds": 1, "per_round": 7}, "full": {"seeds": [0, 1], "rounds": 3, "per_round": 14}}
 COMMON = ["tasks.n_train=28", "tasks.n_heldout=28", "eval.n_tasks=28", "eval.batch=14", "eval.max_steps=3",
           "eval.max_new_tokens=160", "explore.max_new_tokens=160", "explore.max_steps=3", "explore.k=4",
-          "explore.batch=7", "tasks.per_round=14", "judge.backend=local", "judge.max_tokens=64",
+          "explore.batch=7", "judge.backend=local", "judge.max_tokens=64",
           "train.lr=2e-4"]  # LoRA adapters; the default 5e-5 is not calibrated for a round of a few steps
 # The defaults: a warm start on one demonstration of each family for 10 epochs (partly able: 0.37 held-out),
 # whose rounds draw 8 candidates a step (first step at 0.7, later ones at 1.2) and train with the chosen
@@ -97,14 +99,16 @@ def all_seeds(base: Path, seeds: list[int], rounds: int, args) -> dict:
     """Every seed's four arms, run side by side: (a) and (b)+(c) of every seed start at once; a seed's (d)
     starts when its rounds have trained (its budget matches theirs), beside (c)'s last evaluation."""
     tag = f"_{args.variant}" if args.variant else ""
-    sft = warm_start_overrides(args)
-    untuned = {s: Arm(base / f"a_untuned_s{s}", s, "rounds=0") for s in seeds}  # a seed's (a): every variant's
-    sport = {s: Arm(base / f"bc_sport{tag}_s{s}", s, f"rounds={rounds}", *sft, f"sft.epochs={args.sft_epochs}",
-                    *args.sport) for s in seeds}
+    sft, shared = warm_start_overrides(args), (f"model.dtype={args.dtype}", f"tasks.per_round={args.per_round}")
+    untuned = {s: Arm(base / f"a_untuned_s{s}", s, *shared, "rounds=0") for s in seeds}  # every variant's (a)
+    sport = {s: Arm(base / f"bc_sport{tag}_s{s}", s, *shared, f"rounds={rounds}", *sft,
+                    f"sft.epochs={args.sft_epochs}", *args.sport) for s in seeds}
     extra, control = {}, {}
     for s in seeds:
         extra[s] = _matched_epochs(sport[s].trained(rounds), rounds, args.sft_epochs)
-        control[s] = Arm(base / f"d_control{tag}_s{s}", s, "rounds=0", *sft, f"sft.epochs={args.sft_epochs + extra[s]}")
+        control[s] = Arm(base / f"d_control{tag}_s{s}", s, *shared, "rounds=0", *sft, f"sft.epochs={extra[s]}",
+                         f"sft.lr={args.control_lr or args.sft_lr}",
+                         f"sft.continue_from={sport[s].out / 'checkpoints' / 'sft'}")
     return {s: seed_record(sport[s].out, rounds, untuned[s].wait(), sport[s].wait(),
                            control[s].wait(), extra[s]) for s in seeds}
 
@@ -238,13 +242,19 @@ def main() -> None:
     p.add_argument("--sft-tasks", type=int, default=7, help="the first n of those families' training tasks (0: all)")
     p.add_argument("--sft-epochs", type=int, default=10)
     p.add_argument("--sft-lr", type=float, default=1e-3)  # calibrated: 1e-4 left the format unlearnt (AnsAcc 0/7)
+    p.add_argument("--control-lr", type=float, help="(d)'s learning rate (default: the warm start's, --sft-lr)")
     p.add_argument("--sport", nargs="*", default=ROUND_RECIPE, metavar="KEY=VALUE",
                    help="overrides for the rounds of (c) only, e.g. train.epochs=4 (the control matches its steps)")
+    p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"),
+                   help="every arm's model.dtype (bfloat16 ran (b)+(c) 1.7x faster than float32 on the dev CPU, "
+                        "which has AVX512-BF16; docs/measurements.md, W5)")
+    p.add_argument("--per-round", type=int, help="training tasks explored a round (default: the mode's)")
     p.add_argument("--variant", default="", help="names (b)+(c) and (d)'s run folders, so variants share (a)")
     p.add_argument("--out-dir", default=str(ROOT / "runs" / "learning"))
     args = p.parse_args()
     mode = MODES[args.mode]
     seeds, rounds = args.seeds or mode["seeds"], args.rounds or mode["rounds"]
+    args.per_round = args.per_round or mode["per_round"]
     base, t0, meta = Path(args.out_dir) / args.mode, time.perf_counter(), stamp()
     results = all_seeds(base, seeds, rounds, args)
     by_stage = stages(results, rounds)
@@ -259,7 +269,8 @@ def main() -> None:
 def _rows(meta, args, seeds, rounds, results, summary, diffs, wall) -> list[dict]:
     shape = {"workload": "W5", "mode": args.mode, "seeds": seeds, "rounds": rounds, "heldout_tasks": 28, "k_eval": 1,
              "sft_families": args.sft_families, "sft_tasks": args.sft_tasks, "sft_epochs": args.sft_epochs,
-             "sft_lr": args.sft_lr,
+             "sft_lr": args.sft_lr, "dtype": args.dtype, "per_round": args.per_round,
+             "control_lr": args.control_lr or args.sft_lr,
              "common": COMMON, "sport_overrides": args.sport, "variant": args.variant}
     rows = [{**meta, **shape, "kind": "stage", "stage": name, **values} for name, values in summary.items()]
     rows += [{**meta, **shape, "kind": "difference", "comparison": name, **d} for name, d in diffs.items()]

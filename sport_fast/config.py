@@ -108,6 +108,8 @@ class SftSection:
     n_tasks: int = 0                 # source=suite: the first n of those tasks (0: all)
     epochs: int = 3
     lr: float = 1e-4
+    continue_from: str = ""          # another run's warm start (its checkpoints/sft): merged first, then trained on
+                                     # with fresh adapters for sft.epochs (W5's control continues (b) this way)
 
 
 @dataclass

@@ -63,6 +63,8 @@ def _check_combinations(cfg) -> None:
         raise ConfigError("judge.backend=openai needs judge.base_url and judge.model")
     if cfg.sft.enabled and cfg.sft.source == "file" and not cfg.sft.file:
         raise ConfigError("sft.source=file needs sft.file")
+    if cfg.sft.continue_from:
+        _check_continue_from(cfg.sft)
     if cfg.sft.enabled and cfg.distributed.deepspeed:
         raise ConfigError("the warm start (sft.enabled) runs in one process: run python -m sport_fast.sft first, "
                           "then train from the folder it writes (model.path=...)")
@@ -124,3 +126,12 @@ def check_tool_backends(backends: dict) -> None:
                       sum(k in entry for k in ("base_url", "hf_folder", "url")) != 1):
             raise ConfigError(f"config key tools.backends.{name} must be a mapping with one of "
                               f"{', '.join(TOOL_BACKENDS[name])}")
+
+
+def _check_continue_from(sft) -> None:
+    from pathlib import Path
+    if not sft.enabled:
+        raise ConfigError("sft.continue_from needs sft.enabled=true (it continues a warm start)")
+    if not (Path(sft.continue_from) / "COMPLETE").exists():
+        raise ConfigError(f"sft.continue_from={sft.continue_from} is not a complete checkpoint folder "
+                          f"(a run's checkpoints/sft, with its COMPLETE marker)")

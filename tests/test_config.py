@@ -57,6 +57,9 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
     (["explore.backend=openai", "explore.base_urls=[http://x/v1]", "explore.model=m", "sft.enabled=true"],
      "explore.backend=openai samples from the model the servers loaded"),
     (["explore.base_urls=[1, 2]"], "explore.base_urls must be a list of non-empty strings"),
+    (["sft.continue_from=/nowhere/checkpoints/sft"], "sft.continue_from needs sft.enabled=true"),
+    (["sft.enabled=true", "sft.continue_from=/nowhere/checkpoints/sft"],
+     "sft.continue_from=/nowhere/checkpoints/sft is not a complete checkpoint folder"),
     (["explore.batches_in_flight=0"], "explore.batches_in_flight.* must be >= 1"),
 ])
 def test_bad_keys_and_values_are_named(overrides, message):

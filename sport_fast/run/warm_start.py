@@ -20,6 +20,7 @@ def warm_start(run) -> None:
     cfg = run.cfg
     if not cfg.sft.enabled:
         return
+    run.model = continued(run.model, cfg)
     if not run.dir.done("sft", "train"):
         run.dir.mark("sft", "train", _train(run))
     else:
@@ -103,6 +104,18 @@ def after_warm_start(model, cfg):
                                                  target_modules=lora.target_modules)).eval()
 
 
+def continued(model, cfg):
+    """With ``sft.continue_from``: the earlier warm start's weights applied and merged (fresh adapters on top, as
+    after any warm start), which this run's warm start then trains on. Without it: the model as it is."""
+    if not cfg.sft.continue_from:
+        return model
+    from sport_fast.model.weights import load_trainable_state
+    from sport_fast.run.run_dir import read_checkpoint
+    load_trainable_state(model, read_checkpoint(cfg.sft.continue_from))
+    print(f"warm start: continues {cfg.sft.continue_from}", flush=True)
+    return after_warm_start(model, cfg)
+
+
 def restore(model, cfg, run_root) -> object:
     """The policy as a run left it before its rounds: the warm start's weights applied (and merged, with LoRA)
     when the run had one. ``run_root``: its directory."""
@@ -113,5 +126,6 @@ def restore(model, cfg, run_root) -> object:
     folder = Path(run_root) / "checkpoints" / "sft"
     if not cfg.sft.enabled or not (folder / "COMPLETE").exists():
         return model
+    model = continued(model, cfg)
     load_trainable_state(model, read_checkpoint(folder))
     return after_warm_start(model, cfg)
