@@ -123,17 +123,26 @@ class LocalChatBackend:
 
 class CachedBackend:
     """A cache keyed by (backend, request) in front of a backend, appended to a JSON-lines file, so a resumed
-    run does not pay twice. Only replies that came back are cached; failed requests are tried again."""
+    run does not pay twice. Only replies that came back are cached; failed requests are tried again.
+    ``follows_weights``: the backend is the policy being trained (``judge.backend=local``), so a reply holds
+    only for the weight version that gave it, and the key names that version (``use_weights``); version 0,
+    the weights the rounds start from, keeps the keys that runs of earlier releases wrote."""
 
-    def __init__(self, backend, path: str | Path):
+    def __init__(self, backend, path: str | Path, follows_weights: bool = False):
         self.backend, self.path = backend, Path(path)
-        self.name = backend.name
+        self.name, self.follows_weights, self.weights = backend.name, follows_weights, 0
         self.entries = {rec["key"]: rec["reply"] for _, rec in read_jsonl(self.path)}
         self.lock = threading.Lock()
         self.hits = 0
 
+    def use_weights(self, version: int) -> None:
+        """The policy now has weight version ``version`` (ignored unless the backend follows the weights)."""
+        if self.follows_weights:
+            self.weights = version
+
     def key(self, request: ChatRequest) -> str:
-        blob = json.dumps({"backend": self.name, **request.payload()}, sort_keys=True, separators=(",", ":"))
+        scope = {"backend": self.name, **({"weights": self.weights} if self.weights else {})}
+        blob = json.dumps({**scope, **request.payload()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def complete(self, request: ChatRequest) -> ChatReply:

@@ -48,6 +48,16 @@ def publish(run, version: int) -> None:
     if run.cfg.explore.backend == "openai" and version > 0:
         _push(run, version)
     run.sampler.set_version(version)
+    judge_uses(run, version)
+
+
+def judge_uses(run, version: int) -> None:
+    """A judge that is the policy itself (``judge.backend=local``, behind its cache) now judges with weight
+    version ``version``: its cached verdicts of other versions are not served (other judges, and parts
+    without a judge, ignore this)."""
+    use_weights = getattr(getattr(run, "judge_backend", None), "use_weights", None)
+    if use_weights is not None:
+        use_weights(version)
 
 
 def _push(run, version: int) -> None:

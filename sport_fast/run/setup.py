@@ -145,7 +145,7 @@ def start_judge(cfg, root: Path, policy=None, dtype: str = "auto", cache: str = 
         backend = OpenAIChatBackend(base_url, model, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
                                     max_concurrency=cfg.max_concurrency, structured=cfg.structured)
         _check_reachable(backend, base_url)
-    return CachedBackend(backend, root / cache), stop
+    return CachedBackend(backend, root / cache, follows_weights=cfg.backend == "local"), stop
 
 
 def _serve_judge(name: str, dtype: str):

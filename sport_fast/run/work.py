@@ -33,8 +33,10 @@ def share(run, work: dict, progress=None) -> list:
 
 def perform(run, work: dict, progress=None):
     """This rank's share of ``work`` (explore or eval). With several ranks an error is returned, not raised."""
+    from sport_fast.run.policy import judge_uses
     try:
         run.sampler.set_version(work["version"])  # the weights this work samples with (published by rank 0)
+        judge_uses(run, work["version"])
         return SHARES[work["kind"]](run, work, progress)
     except Exception as err:  # noqa: BLE001 - reported to rank 0, which raises it
         if run.parallel is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from sport_fast.sandbox import isolation
@@ -54,8 +55,11 @@ def _probe_layers() -> dict:
     if sys.platform != "linux":
         return {**names, "rlimits": True, "mode": "weak", "problem": "the sandbox's isolation needs Linux"}
     mode = "root" if isolation.is_root() else "userns"
-    done = subprocess.run(child_command("sport_fast.sandbox.layers", mode), cwd="/", capture_output=True,
-                          text=True, timeout=60)
+    # the parent makes and removes the scratch directory: inside the child's mount namespace it is a bind
+    # mount, which the child cannot remove, so a probe that cleaned up after itself left one per process
+    with tempfile.TemporaryDirectory(prefix="sport_fast_probe-", ignore_cleanup_errors=True) as workdir:
+        done = subprocess.run(child_command("sport_fast.sandbox.layers", mode, workdir), cwd="/",
+                              capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         return {**names, "rlimits": True, "separate_uid": mode == "root", "mode": "weak",
                 "problem": _explain(mode, (done.stderr.strip().splitlines() or ["no output"])[-1])}
@@ -63,27 +67,18 @@ def _probe_layers() -> dict:
     return {**names, **got, "mode": mode, "problem": None}
 
 
-def main(mode: str) -> None:
-    """In the probe child: set up what a run of ``mode`` sets up, around a scratch working directory; exit 0
-    if it all works."""
-    import shutil
-    import tempfile
-    workdir = tempfile.mkdtemp(prefix="sport_fast_probe-")
-    try:
-        if mode == "root":
-            isolation.enter_namespaces(workdir, network=True, mounts=True, readable=[], hidden=list(isolation.HIDDEN))
-            return
-        from sport_fast.sandbox import own_root, userns
-        userns.enter()
-        pid, _ = userns.fork_pid_one(lambda: own_root.build(workdir, [PACKAGE]), own_root.enter)
-        if pid:
-            status = os.waitpid(pid, 0)[1]
-            shutil.rmtree(workdir, ignore_errors=True)
-            userns.exit_like(status)
-        userns.drop_capabilities()
-    finally:
-        if mode == "root":
-            shutil.rmtree(workdir, ignore_errors=True)
+def main(mode: str, workdir: str) -> None:
+    """In the probe child: set up what a run of ``mode`` sets up, around the scratch working directory
+    ``workdir`` (the parent's, which it removes); exit 0 if it all works."""
+    if mode == "root":
+        isolation.enter_namespaces(workdir, network=True, mounts=True, readable=[], hidden=list(isolation.HIDDEN))
+        return
+    from sport_fast.sandbox import own_root, userns
+    userns.enter()
+    pid, _ = userns.fork_pid_one(lambda: own_root.build(workdir, [PACKAGE]), own_root.enter)
+    if pid:
+        userns.exit_like(os.waitpid(pid, 0)[1])
+    userns.drop_capabilities()
 
 
 def _explain(mode: str, error: str) -> str:
@@ -123,4 +118,4 @@ def self_test(sandbox) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

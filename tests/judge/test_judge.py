@@ -3,6 +3,7 @@ SPORT's rejection rule, step groups from trajectories, the request cache; and th
 against the project's own server and against a scripted server that misbehaves."""
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from fake_openai import FakeOpenAI, chat_reply
@@ -11,6 +12,7 @@ from sport_fast.agent.agent import CandidateRecord, StepRecord, TrajectoryRecord
 from sport_fast.data.bleu import char_bleu
 from sport_fast.llm.client import CachedBackend, ChatReply, ChatRequest, OpenAIChatBackend
 from sport_fast.judge.step_judge import JudgeConfig, StepJudge, validate_reply
+from sport_fast.run.policy import judge_uses
 from sport_fast.data.rejection import rejected_candidates, step_groups
 from sport_fast.tasks.task import Task
 
@@ -175,6 +177,26 @@ def test_the_cache_serves_a_resumed_run_and_never_caches_failures(tmp_path):
     cache = CachedBackend(failing, tmp_path / "other.jsonl")
     assert cache.complete(req).error and cache.complete(req).error and failing.calls == 2
 
+
+
+def test_a_judge_that_is_the_policy_is_cached_per_weight_version(tmp_path):
+    """judge.backend=local judges with the weights being trained: a verdict of round 0's weights is not
+    served to round 1's, and version 0 keeps the keys a cache without versions wrote."""
+    req = ChatRequest(messages=(("user", "hi"),), seed=3)
+    inner = CountingBackend()
+    plain = CachedBackend(inner, tmp_path / "plain.jsonl")
+    policy = CachedBackend(inner, tmp_path / "policy.jsonl", follows_weights=True)
+    assert policy.key(req) == plain.key(req)
+    policy.complete(req)
+    judge_uses(SimpleNamespace(judge_backend=policy), 1)  # what publish and every rank's work do
+    assert policy.key(req) != plain.key(req) and policy.complete(req).cached is False and inner.calls == 2
+    policy.use_weights(0)
+    assert policy.complete(req).cached is True and inner.calls == 2
+    resumed = CachedBackend(inner, tmp_path / "policy.jsonl", follows_weights=True)
+    resumed.use_weights(1)
+    assert resumed.complete(req).cached is True and inner.calls == 2
+    plain.use_weights(5)  # a judge of its own (a served model, an API) keeps its verdicts across rounds
+    assert plain.key(req) == policy.__class__(inner, tmp_path / "x.jsonl").key(req)
 
 # -- the real openai client against a scripted misbehaving server ----------------------------------
 def scripted_respond(mode: str, fail_first: int):
