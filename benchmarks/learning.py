@@ -11,8 +11,8 @@ exactly as a user runs it (a run directory per arm and seed, resumable):
                    (``sft.continue_from``), fresh adapters as (c)'s rounds have, as many optimizer steps
                    as (c)'s rounds took, no preference signal                 rounds=0
 Per arm and round: AnsAcc, ToolAcc, CodeExec with 95% bootstrap intervals over tasks; pooled over seeds (per
-task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)-(d), (b)-(a); pairs per round,
-the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
+task, the mean over seeds) with paired intervals of the differences (c)-(b), (c)-(d), (b)-(a) (and (c)-(b) after
+every earlier round); pairs per round, the share of steps that yielded a pair, judge abstentions, wall time. Rows go to ``benchmarks/results/w5.jsonl``,
 the curve to ``benchmarks/results/w5_learning.png``. The arms run side by side, one intra-op thread each:
 every seed's (a) and (b)+(c) at once, a seed's (d) as soon as its rounds have trained (``Arm``).
 
@@ -107,7 +107,7 @@ def all_seeds(base: Path, seeds: list[int], rounds: int, args) -> dict:
     for s in seeds:
         extra[s] = _matched_epochs(sport[s].trained(rounds), rounds, args.sft_epochs)
         control[s] = Arm(base / f"d_control{tag}_s{s}", s, *shared, "rounds=0", *sft, f"sft.epochs={extra[s]}",
-                         f"sft.lr={args.control_lr or args.sft_lr}",
+                         f"sft.lr={args.control_lr}",
                          f"sft.continue_from={sport[s].out / 'checkpoints' / 'sft'}")
     return {s: seed_record(sport[s].out, rounds, untuned[s].wait(), sport[s].wait(),
                            control[s].wait(), extra[s]) for s in seeds}
@@ -227,8 +227,12 @@ def stages(results: dict, rounds: int) -> dict[str, list[dict]]:
 
 
 def differences(by_stage: dict, rounds: int) -> dict:
+    """Paired differences of AnsAcc over tasks: the headline ones after the last round, and (c)-(b) after
+    every earlier round (the issue's per-round report; several looks at one run, so none of them alone is the
+    result)."""
     last = f"c round {rounds - 1}"
     pairs = {"(c)-(b)": ("b warm start", last), "(c)-(d)": ("d control", last), "(b)-(a)": ("a untuned", "b warm start")}
+    pairs.update({f"(c round {r})-(b)": ("b warm start", f"c round {r}") for r in range(rounds - 1)})
     return {name: paired_difference(per_task(by_stage[x], "correct"), per_task(by_stage[y], "correct"))
             for name, (x, y) in pairs.items()}
 
@@ -255,6 +259,7 @@ def main() -> None:
     mode = MODES[args.mode]
     seeds, rounds = args.seeds or mode["seeds"], args.rounds or mode["rounds"]
     args.per_round = args.per_round or mode["per_round"]
+    args.control_lr = args.control_lr or args.sft_lr
     base, t0, meta = Path(args.out_dir) / args.mode, time.perf_counter(), stamp()
     results = all_seeds(base, seeds, rounds, args)
     by_stage = stages(results, rounds)
@@ -270,7 +275,7 @@ def _rows(meta, args, seeds, rounds, results, summary, diffs, wall) -> list[dict
     shape = {"workload": "W5", "mode": args.mode, "seeds": seeds, "rounds": rounds, "heldout_tasks": 28, "k_eval": 1,
              "sft_families": args.sft_families, "sft_tasks": args.sft_tasks, "sft_epochs": args.sft_epochs,
              "sft_lr": args.sft_lr, "dtype": args.dtype, "per_round": args.per_round,
-             "control_lr": args.control_lr or args.sft_lr,
+             "control_lr": args.control_lr,
              "common": COMMON, "sport_overrides": args.sport, "variant": args.variant}
     rows = [{**meta, **shape, "kind": "stage", "stage": name, **values} for name, values in summary.items()]
     rows += [{**meta, **shape, "kind": "difference", "comparison": name, **d} for name, d in diffs.items()]

@@ -42,3 +42,16 @@ def test_step_diversity_counts_mixed_steps_and_the_judges_picks(tmp_path):
     assert counts == {"steps_one_text": 1, "steps_none_ran": 1, "steps_answered": 3,
                       "answered_steps_answers_differ": 1, "answered_steps_some_right": 2,
                       "answered_steps_followed_right": 1, "mixed_steps": 2, "mixed_steps_judged_right": 1}
+
+
+def test_differences_report_every_round_against_the_warm_start():
+    from learning import differences
+
+    def report(*correct):
+        return {"per_task": [{"task_id": f"t{i}", "correct": c, "tool_recall": 1.0} for i, c in enumerate(correct)]}
+    by_stage = {"a untuned": [report(0, 0, 0, 0)], "b warm start": [report(1, 0, 0, 0)],
+                "c round 0": [report(1, 1, 1, 0)], "c round 1": [report(1, 1, 0, 0)], "d control": [report(1, 1, 1, 1)]}
+    diffs = differences(by_stage, rounds=2)
+    assert set(diffs) == {"(c)-(b)", "(c)-(d)", "(b)-(a)", "(c round 0)-(b)"}
+    assert diffs["(c round 0)-(b)"]["difference"] == 0.5 and diffs["(c)-(b)"]["difference"] == 0.25
+    assert diffs["(c)-(d)"]["difference"] == -0.5 and diffs["(b)-(a)"]["difference"] == 0.25
