@@ -19,16 +19,14 @@ import os
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from sport_fast.sandbox import isolation
+from sport_fast.sandbox import isolation, workdirs
 from sport_fast.sandbox.layers import available_layers, child_command, missing_layers
 from sport_fast.sandbox.pump import OutputPump
 from sport_fast.sandbox.result import SandboxResult, read_result
@@ -77,15 +75,16 @@ class Sandbox:
         (name in the directory -> source path or bytes)."""
         own_uid = self.mode == "root" and self.layers["separate_uid"]
         uid = isolation.allocate_uid() if own_uid else os.getuid()
-        workdir = _make_workdir(files or {}, uid if own_uid else None)
+        workdir, lock = workdirs.claim()
         try:
+            _fill_workdir(workdir, files or {}, uid if own_uid else None)
             result = self._run_child(code, list(prelude), workdir, uid)
             result.files = sorted(str(p.relative_to(workdir)) for p in Path(workdir).rglob("*") if p.is_file())
             return result
         finally:
             if own_uid:
                 isolation.kill_uid_until_gone(uid)
-            shutil.rmtree(workdir, ignore_errors=True)
+            workdirs.release(workdir, lock)
 
     # -- internals ----------------------------------------------------------------------------------
     def _run_child(self, code: str, prelude: list[str], workdir: str, uid: int) -> SandboxResult:
@@ -184,8 +183,7 @@ class PidOne:
             self.fd = None
 
 
-def _make_workdir(files: Mapping[str, str | Path | bytes], owner: int | None) -> str:
-    workdir = tempfile.mkdtemp(dir=_base_dir())
+def _fill_workdir(workdir: str, files: Mapping[str, str | Path | bytes], owner: int | None) -> None:
     for name, source in files.items():
         target = _inside(workdir, name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -197,18 +195,6 @@ def _make_workdir(files: Mapping[str, str | Path | bytes], owner: int | None) ->
         for p in [Path(workdir), *Path(workdir).rglob("*")]:
             os.chown(p, owner, owner)
     os.chmod(workdir, 0o700)
-    return workdir
-
-
-def _base_dir() -> Path:
-    """This user's folder of working directories in the temporary directory: one per uid, ours alone (a
-    folder of that name that another user made, or a link, is passed over for a fresh one)."""
-    base = Path(tempfile.gettempdir()) / f"sport_fast_sandbox-{os.getuid()}"
-    base.mkdir(mode=0o711, exist_ok=True)
-    st = os.lstat(base)
-    if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
-        return Path(tempfile.mkdtemp(prefix="sport_fast_sandbox-"))
-    return base
 
 
 def _inside(workdir: str, name: str) -> Path:
