@@ -89,6 +89,7 @@ class TrainSection:
     beta: float = 0.1                # DPO temperature
     loss_type: str = "sigmoid"       # sigmoid | robust | ipo
     sft_weight: float = 0.0          # + w x the chosen steps' NLL per token (RPO; TRL's "sft" loss term)
+    demonstration_weight: float = 0.0  # + w x the warm start's demonstrations' NLL per token, beside each round's pairs
     lr: float = 5e-5                 # AdamW, fresh each round
     weight_decay: float = 0.0
     epochs: int = 2                  # passes over the round's step groups

@@ -57,6 +57,11 @@ def _check_combinations(cfg) -> None:
                           "in one process use bfloat16")
     if cfg.train.sft_weight < 0:
         raise ConfigError(f"train.sft_weight must be >= 0 (the chosen steps' NLL weight), got {cfg.train.sft_weight}")
+    if cfg.train.demonstration_weight < 0:
+        raise ConfigError(f"train.demonstration_weight must be >= 0, got {cfg.train.demonstration_weight}")
+    if cfg.train.demonstration_weight > 0 and not cfg.sft.enabled:
+        raise ConfigError("train.demonstration_weight trains the warm start's demonstrations beside each round's "
+                          "pairs: it needs sft.enabled=true")
     if cfg.tasks.source == "file" and not cfg.tasks.train_file:
         raise ConfigError("tasks.source=file needs tasks.train_file")
     if cfg.judge.backend == "openai" and not (cfg.judge.base_url and cfg.judge.model):

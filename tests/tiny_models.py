@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from sport_fast import StepGroup
+from sport_fast.warmstart.demonstrations import Demonstration
 
 VOCAB = 101
 TINY_TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -169,3 +170,28 @@ def step_tasks(n: int, prefix: str = "t", first: int = 60) -> list:
     from sport_fast.tasks.task import Task
     words = lambda i: [f"w{first + i}"] + [f"w{(i * 7 + j) % 50}" for j in range(2 + i % 4)]  # noqa: E731
     return [Task(id=f"{prefix}{i}", question=" ".join(words(i)), answer="w6") for i in range(n)]
+
+
+def demonstrations(seed: int) -> list[Demonstration]:
+    """Two random demonstrations of three steps each, with observations between them."""
+    rng = random.Random(seed)
+    out = []
+    for t in range(2):
+        steps = [random_ids(rng, rng.randint(2, 9)) for _ in range(3)]
+        observations = [random_ids(rng, rng.randint(1, 5)) for _ in range(2)]
+        out.append(Demonstration(f"t{t}", random_ids(rng, rng.randint(4, 12)), steps, observations))
+    return out
+
+
+@torch.no_grad()
+def separate_nll(model, groups) -> float:
+    """Mean NLL of every group's candidate tokens, each (context + step) run on its own, in float64."""
+    total, tokens = 0.0, 0
+    for g in groups:
+        for cand in g.candidate_ids:
+            logits = model(input_ids=torch.tensor([g.context_ids + cand])).logits[0].double()
+            logp = logits.log_softmax(-1)
+            c = len(g.context_ids)
+            total -= sum(logp[c - 1 + j, t].item() for j, t in enumerate(cand))
+            tokens += len(cand)
+    return total / tokens

@@ -26,11 +26,18 @@ def pair_indices(groups: Sequence[StepGroup], segments: Sequence[tuple[int, int]
 
 
 def segment_ref_logps(groups: Sequence[StepGroup], segments: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """(S,) float32 reference sums in segment order; every group must have its ref_logps."""
-    missing = [g for g, _ in segments if groups[g].ref_logps is None]
+    """(S,) float32 reference sums in segment order; every group in a pair must have its ref_logps (a
+    demonstration's segment, in no pair, takes 0: its reference is never read)."""
+    missing = [g for g, _ in segments if groups[g].rejected and groups[g].ref_logps is None]
     if missing:
         raise ValueError(f"group {missing[0]} has no ref_logps; run compute_ref_logps first")
-    return torch.tensor([groups[g].ref_logps[k] for g, k in segments], dtype=torch.float32)
+    return torch.tensor([groups[g].ref_logps[k] if groups[g].rejected else 0.0 for g, k in segments],
+                        dtype=torch.float32)
+
+
+def demonstration_segments(groups: Sequence[StepGroup], segments: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(D,) int64 indices of the segments of groups with nothing rejected: demonstrations, trained by NLL."""
+    return torch.tensor([i for i, (g, _) in enumerate(segments) if not groups[g].rejected], dtype=torch.long)
 
 
 def segment_lengths(groups: Sequence[StepGroup], segments: Sequence[tuple[int, int]]) -> torch.Tensor:

@@ -24,13 +24,20 @@ OBJECTIVES = {"dpo": TreeDPOModule, "sft": TreeSFTModule}
 
 
 def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=None, parallel=None,
-                images=None, backends=None, objective: str = "dpo") -> dict:
+                images=None, backends=None, objective: str = "dpo", demonstrations: list | None = None) -> dict:
     """``cfg``: a ``TrainSection``; ``parallel``: a ``distributed.DataParallel`` to train on several ranks
     (each takes every world-th batch of the shuffled order), None for one process; ``images``: an
     ``ImageInputs`` when the groups show images; ``backends``: the run's resolved ``Backends``;
-    ``objective``: "dpo" (the groups' preference pairs) or "sft" (every group's candidates, the warm start).
-    Returns the round's training summary (over all ranks)."""
+    ``objective``: "dpo" (the groups' preference pairs) or "sft" (every group's candidates, the warm start);
+    ``demonstrations``: with "dpo", demonstration groups (nothing rejected) batched and shuffled beside the
+    pairs, each adding ``cfg.demonstration_weight`` x its NLL. Returns the round's training summary (over all
+    ranks)."""
     paired = [g for g in groups if g.rejected] if objective == "dpo" else list(groups)
+    shown = list(demonstrations or []) if objective == "dpo" else []
+    if any(g.rejected for g in shown):
+        raise ValueError("a demonstration group has rejected candidates: demonstrations are one verified step each")
+    n_groups, n_pairs = len(paired), sum(len(g.rejected) for g in paired)
+    paired += shown
     if not paired:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
     model.train()
@@ -56,7 +63,8 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
     model.eval()
     if parallel is not None:
         totals = parallel.merge(totals)
-    return totals.summary(len(paired), sum(len(g.rejected) for g in paired))
+    summary = totals.summary(n_groups, n_pairs)
+    return {**summary, "demonstration_groups": len(shown)} if shown else summary
 
 
 def micro_steps(n_batches: int, epochs: int, grad_accum: int, rng: random.Random, rank: int, world: int) -> list:

@@ -130,14 +130,24 @@ def train_round_phase(run, r: int, rdir: Path, groups: list, images, seed: int) 
     check_weight_versions(groups, expected=r)  # round r trains on what version r sampled, nothing else
     if run.parallel is not None:
         run.parallel.send({"kind": "train", "store": str(rdir / "store"), "seed": seed})
+    shown = round_demonstrations(run)
     with tqdm(desc=f"round {r} train batches", leave=False) as bar:
         steps = iter(range(1 << 30))
         summary = train_round(run.model, groups, run.cfg.train, seed, progress=bar, parallel=run.parallel,
-                              images=images, backends=run.backends,
+                              images=images, backends=run.backends, demonstrations=shown,
                               log_step=lambda v: run.metrics.log_step(f"train/round_{r}", v, next(steps)))
     run.dir.save_checkpoint(r, trainable_state(run.model), {"round": r, "train": summary})
     crash_point("train.checkpoint_saved")
     run.dir.mark(r, "train", summary)
+
+
+def round_demonstrations(run) -> list | None:
+    """The warm start's demonstrations, trained beside the round's pairs when ``train.demonstration_weight``
+    is set (rebuilt as the warm start built them: the reference programs run again, the same tokens)."""
+    if run.cfg.train.demonstration_weight <= 0:
+        return None
+    from sport_fast.run.warm_start import demonstration_groups
+    return demonstration_groups(run)
 
 
 def evaluate_heldout(run, r: int | str, folder: Path) -> None:

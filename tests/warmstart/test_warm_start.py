@@ -6,35 +6,11 @@ import random
 
 import pytest
 import torch
-from tiny_models import random_ids, tiny_qwen2, vl_tokenizer
+from tiny_models import demonstrations, separate_nll, tiny_qwen2, vl_tokenizer
 
 from sport_fast.tree.batch import make_tree_batch
-from sport_fast.warmstart.demonstrations import Demonstration, conversation_demonstrations
+from sport_fast.warmstart.demonstrations import conversation_demonstrations
 from sport_fast.warmstart.loss import TreeSFTModule, tree_sft_loss
-
-
-def demonstrations(seed: int) -> list[Demonstration]:
-    rng = random.Random(seed)
-    out = []
-    for t in range(2):
-        steps = [random_ids(rng, rng.randint(2, 9)) for _ in range(3)]
-        observations = [random_ids(rng, rng.randint(1, 5)) for _ in range(2)]
-        out.append(Demonstration(f"t{t}", random_ids(rng, rng.randint(4, 12)), steps, observations))
-    return out
-
-
-@torch.no_grad()
-def separate_nll(model, groups) -> float:
-    """Mean NLL of every group's candidate tokens, each (context + step) run on its own, in float64."""
-    total, tokens = 0.0, 0
-    for g in groups:
-        for cand in g.candidate_ids:
-            logits = model(input_ids=torch.tensor([g.context_ids + cand])).logits[0].double()
-            logp = logits.log_softmax(-1)
-            c = len(g.context_ids)
-            total -= sum(logp[c - 1 + j, t].item() for j, t in enumerate(cand))
-            tokens += len(cand)
-    return total / tokens
 
 
 def test_the_loss_is_the_mean_nll_of_the_steps_and_each_token_is_computed_once():
