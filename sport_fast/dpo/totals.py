@@ -26,9 +26,9 @@ class TrainingTotals:
         if not self.pending:  # a rank that only padded this step
             return 0.0, [float(e) for e in extra]
         keys = [k for k in ("loss", "acc", "margin", "chosen") if any(r.get(k) is not None for r in self.pending)]
-        nan = torch.tensor(math.nan)  # a micro step that defines no accuracy (demonstrations alone): left out
-        values = [(r[k] if r.get(k) is not None else nan).detach().float().reshape(()).to(self.pending[0]["loss"].device)
-                  for r in self.pending for k in keys]
+        # a micro step that defines no accuracy (demonstrations alone) records NaN there, left out of the means
+        nan = torch.tensor(math.nan, device=self.pending[0]["loss"].device)
+        values = [(nan if r.get(k) is None else r[k]).detach().float().reshape(()) for r in self.pending for k in keys]
         device = values[0].device
         flat = torch.stack(values + [e.detach().float().reshape(()).to(device) for e in extra]).tolist()
         per = [flat[i:i + len(keys)] for i in range(0, len(self.pending) * len(keys), len(keys))]
@@ -60,7 +60,7 @@ class TrainingTotals:
                 "reward_accuracy": _mean_of(self.accs), "reward_margin": _mean_of(self.margins),
                 # beta x (policy - reference) of the chosen steps, at the last micro step: below 0, DPO has
                 # lowered the chosen steps' likelihood too (displacement; train.sft_weight holds it up)
-                "reward_chosen_last": next((v for v in reversed(self.chosen) if v is not None and not math.isnan(v)), None),
+                "reward_chosen_last": next((v for v in reversed(self.chosen) if _defined(v)), None),
                 "grad_norm_mean": sum(self.grad_norms) / max(1, len(self.grad_norms)),
                 "train_tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
                 "train_s": round(self.seconds, 3)}
@@ -72,5 +72,9 @@ def finite(*values: float) -> bool:
 
 def _mean_of(values: list) -> float | None:
     """The mean of the defined values (the warm start's records define no accuracy or margin)."""
-    defined = [v for v in values if v is not None and not math.isnan(v)]
+    defined = [v for v in values if _defined(v)]
     return sum(defined) / len(defined) if defined else None
+
+
+def _defined(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
