@@ -146,6 +146,7 @@ def _round_record(phase: dict) -> dict:
             "steps_with_a_pair": explore["groups"] / max(1, explore["steps"]), "abstentions": explore["abstentions"],
             "judge_steps": explore["judge_steps"], "steps_redrawn": explore.get("steps_redrawn", 0),
             "steps_revived": explore.get("steps_revived", 0), "train_steps": trained.get("train_steps", 0),
+            "demonstration_groups": trained.get("demonstration_groups", 0),
             "loss_mean": trained.get("loss_mean"), "reward_accuracy": trained.get("reward_accuracy")}
 
 

@@ -8,6 +8,7 @@ with Pillow (already a dependency); the x axis names the points (``initial``, ``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw
 RATES = ("heldout_AnsAcc", "heldout_ToolAcc", "heldout_CodeExec")
 OTHERS = ("pairs", "steps_with_a_pair", "abstention_rate", "loss_mean")
 PANEL = (300, 170)
+INSET = 16  # pixels between the frame and the first and last points
 BLUE, GRAY = (31, 119, 180), (120, 120, 120)
 
 
@@ -45,25 +47,47 @@ def _range(values) -> tuple[float, float]:
     return (lo, hi * 1.1) if hi > lo else (lo - 0.5, lo + 0.5)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """Where a panel's points go: point i of n at ``x(i)`` (inset from the frame, so an interval at the first or
+    last point is not hidden by it), value v at ``y(v)`` on ``y_range``."""
+    x0: int
+    y0: int
+    n: int
+    y_range: tuple[float, float]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        w, h = PANEL
+        return self.x0 + 44, self.y0 + 22, self.x0 + w - 12, self.y0 + h - 26
+
+    def x(self, i: int) -> float:
+        left, _, right, _ = self.box
+        left, right = left + INSET, right - INSET
+        return left + i / (self.n - 1) * (right - left) if self.n > 1 else (left + right) / 2
+
+    def y(self, v: float) -> float:
+        _, top, _, bottom = self.box
+        lo, hi = self.y_range
+        return bottom - (float(v) - lo) / (hi - lo) * (bottom - top)
+
+
 def _panel(draw, x0, y0, title, points, labels, y_range) -> None:
-    w, h = PANEL
-    left, top, right, bottom = x0 + 44, y0 + 22, x0 + w - 12, y0 + h - 26
+    frame = Frame(x0, y0, len(labels), y_range)
+    left, top, right, bottom = frame.box
     draw.rectangle([left, top, right, bottom], outline="black")
     draw.text((x0 + 6, y0 + 4), title, fill="black")
     lo, hi = y_range
-    n = max(1, len(labels) - 1)
-    x_of = lambda i: left + (i / n) * (right - left) if len(labels) > 1 else (left + right) / 2  # noqa: E731
-    y_of = lambda v: bottom - (float(v) - lo) / (hi - lo) * (bottom - top)  # noqa: E731
     draw.text((x0 + 2, top - 4), f"{hi:.3g}", fill=GRAY)
     draw.text((x0 + 2, bottom - 8), f"{lo:.3g}", fill=GRAY)
     for i, label in enumerate(labels):
-        draw.text((x_of(i) - 12, bottom + 6), label, fill=GRAY)
-    coords = [(x_of(i), y_of(v)) for i, v, _ in points if isinstance(v, (int, float))]
+        draw.text((frame.x(i) - 12, bottom + 6), label, fill=GRAY)
+    coords = [(frame.x(i), frame.y(v)) for i, v, _ in points if isinstance(v, (int, float))]
     if len(coords) > 1:
         draw.line(coords, fill=BLUE, width=2)
     for i, v, ci in points:
         if ci:
-            draw.line([(x_of(i), y_of(ci[0])), (x_of(i), y_of(ci[1]))], fill=BLUE, width=1)
+            draw.line([(frame.x(i), frame.y(ci[0])), (frame.x(i), frame.y(ci[1]))], fill=BLUE, width=1)
         if isinstance(v, (int, float)):
-            cx, cy = x_of(i), y_of(v)
+            cx, cy = frame.x(i), frame.y(v)
             draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=BLUE)
