@@ -37,15 +37,15 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
     if any(g.rejected for g in shown):
         raise ValueError("a demonstration group has rejected candidates: demonstrations are one verified step each")
     n_groups, n_pairs = len(paired), sum(len(g.rejected) for g in paired)
-    paired += shown
-    if not paired:
+    trained = paired + shown
+    if not trained:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
     model.train()
     module = OBJECTIVES[objective]
     stepper = parallel.stepper(model, cfg, images, backends, module) if parallel is not None else \
         LocalStepper(model, cfg, images, backends, module)
     rank, world = (parallel.rank, parallel.world) if parallel is not None else (0, 1)
-    batches = list(token_budget_batches(paired, cfg.max_tokens_per_batch))
+    batches = list(token_budget_batches(trained, cfg.max_tokens_per_batch))
     totals = TrainingTotals()
     schedule = micro_steps(len(batches), cfg.epochs, cfg.grad_accum, random.Random(seed), rank, world)
     with ThreadPoolExecutor(max_workers=1) as packer:
