@@ -32,12 +32,7 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
     ``demonstrations``: with "dpo", demonstration groups (nothing rejected) batched and shuffled beside the
     pairs, each adding ``cfg.demonstration_weight`` x its NLL. Returns the round's training summary (over all
     ranks)."""
-    paired = [g for g in groups if g.rejected] if objective == "dpo" else list(groups)
-    shown = list(demonstrations or []) if objective == "dpo" else []
-    if any(g.rejected for g in shown):
-        raise ValueError("a demonstration group has rejected candidates: demonstrations are one verified step each")
-    n_groups, n_pairs = len(paired), sum(len(g.rejected) for g in paired)
-    trained = paired + shown
+    trained, paired, shown = round_groups(groups, objective, demonstrations)
     if not trained:
         return {"train_steps": 0, "pairs": 0, "note": "no preference pairs this round: nothing to train"}
     model.train()
@@ -63,8 +58,19 @@ def train_round(model, groups: list, cfg, seed: int, progress=None, log_step=Non
     model.eval()
     if parallel is not None:
         totals = parallel.merge(totals)
-    summary = totals.summary(n_groups, n_pairs)
+    summary = totals.summary(len(paired), sum(len(g.rejected) for g in paired))
     return {**summary, "demonstration_groups": len(shown)} if shown else summary
+
+
+def round_groups(groups: list, objective: str, demonstrations: list | None) -> tuple[list, list, list]:
+    """(the groups to train, those with pairs, the demonstrations): "dpo" trains the groups with a rejected
+    candidate and the demonstrations beside them; "sft" trains every group."""
+    if objective != "dpo":
+        return list(groups), list(groups), []
+    paired, shown = [g for g in groups if g.rejected], list(demonstrations or [])
+    if any(g.rejected for g in shown):
+        raise ValueError("a demonstration group has rejected candidates: demonstrations are one verified step each")
+    return paired + shown, paired, shown
 
 
 def micro_steps(n_batches: int, epochs: int, grad_accum: int, rng: random.Random, rank: int, world: int) -> list:
