@@ -14,8 +14,8 @@ class TreeDPOModule(TreeStepModule):
     candidates = "paired"  # the chosen and rejected candidates of each group's pairs
 
     def forward(self, groups, batch=None) -> tuple[torch.Tensor, dict]:
-        """(mean loss over the batch's pairs, plus its demonstrations' NLL when the round trains them, a record: loss, acc, margin, chosen reward as device tensors,
-        packed tokens)."""
+        """(mean loss over the batch's pairs, plus its demonstrations' weighted NLL when the round trains them;
+        a record: loss, acc, margin, chosen reward as device tensors, packed tokens)."""
         batch = batch if batch is not None else self.pack(groups)
         loss, metrics = tree_step_dpo_loss(self.policy, batch, groups, beta=self.cfg.beta,
                                            loss_type=self.cfg.loss_type, sft_weight=self.cfg.sft_weight,

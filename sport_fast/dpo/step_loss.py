@@ -51,9 +51,9 @@ def step_dpo_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     else:
         loss, metrics = sums.sum() * 0.0, {}
     if demonstrations is not None and demonstrations.numel():
-        lengths = dpo_kwargs["lengths"].to(device)[demonstrations.to(device)]
-        nll = -sums[demonstrations.to(device)].to(torch.promote_types(sums.dtype, torch.float32)).sum() \
-            / lengths.sum().clamp(min=1)
+        shown = demonstrations.to(device)
+        tokens = dpo_kwargs["lengths"].to(device)[shown].sum().clamp(min=1)
+        nll = -sums[shown].to(torch.promote_types(sums.dtype, torch.float32)).sum() / tokens
         loss = loss + demonstration_weight * nll
         metrics["nll/demonstrations"] = nll.detach()
     return loss, metrics

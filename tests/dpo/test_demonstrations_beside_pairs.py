@@ -57,7 +57,8 @@ def test_a_batch_of_demonstrations_alone_is_their_nll_and_has_no_pair_metrics():
     assert loss.item() == pytest.approx(2.0 * separate_nll(model, demos), rel=1e-9)
     assert "rewards/accuracies" not in metrics
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), "no gradient reached the model"
+    reached = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert reached, "no gradient reached the model"
 
 
 def test_the_rounds_trainer_trains_demonstrations_beside_the_pairs_and_counts_them_apart():
@@ -74,7 +75,8 @@ def test_the_rounds_trainer_trains_demonstrations_beside_the_pairs_and_counts_th
         assert summary.get("demonstration_groups") == (len(shown) if shown else None)
         after[shown is not None] = separate_nll(model, demos)
     assert after[True] < 0.85 * before, f"three steps with the demonstrations: NLL {before:.3f} -> {after[True]:.3f}"
-    assert after[True] < after[False] - 0.3, f"NLL with the demonstrations {after[True]:.3f}, without {after[False]:.3f}"
+    assert after[True] < after[False] - 0.3, \
+        f"NLL with the demonstrations {after[True]:.3f}, without {after[False]:.3f}"
 
 
 def test_without_a_weight_the_demonstrations_change_nothing_and_a_rejected_one_is_refused():

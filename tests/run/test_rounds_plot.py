@@ -14,7 +14,8 @@ ROWS = [{"round": "initial", "heldout_AnsAcc": 0.25, "heldout_AnsAcc_ci95": [0.1
 
 
 def blue_near(img: Image.Image, x: float, y: float, r: int = 1) -> bool:
-    return any(img.getpixel((round(x) + dx, round(y) + dy)) == BLUE for dx in range(-r, r + 1) for dy in range(-r, r + 1))
+    near = range(-r, r + 1)
+    return any(img.getpixel((round(x) + dx, round(y) + dy)) == BLUE for dx in near for dy in near)
 
 
 def test_every_rate_is_drawn_from_the_initial_evaluation_on_the_unit_interval(tmp_path):
